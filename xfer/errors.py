@@ -1,0 +1,23 @@
+"""Errors that reach the user as one line (exit code 2 from the CLI)."""
+
+
+class XferError(Exception):
+    """Base class for user-facing errors: bad data, bad config, bad bundle.
+
+    The message must fit one line and name the file/field and the problem.
+    """
+
+    def __str__(self) -> str:  # keep it on one line whatever the caller passed
+        return " ".join(super().__str__().split())
+
+
+class DataError(XferError):
+    """Input data cannot be used (missing file/column, bad bytes, unknown label...)."""
+
+
+class ConfigError(XferError):
+    """A configuration value is invalid."""
+
+
+class BundleError(XferError):
+    """A saved model bundle is missing, corrupt or does not match."""

@@ -1,0 +1,273 @@
+"""Gluon text classifiers assembled from ``conf/model/*.yaml``.
+
+Every network is ``embedding -> encoder -> hidden -> output`` with those four
+stable child names, so freezing, extraction and surgery can address layers by
+name. The forward pass takes ``(tokens, valid_length)``; padding is masked
+everywhere (zeroed embeddings, masked pooling, RNN sequence lengths), so the
+amount of padding in a batch never changes a prediction.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock, nn, rnn
+
+from .errors import ConfigError
+
+LAYERS = ("embedding", "encoder", "hidden", "output")
+NEG_INF = -1e9
+BIGRAM_PRIME = 1_000_003
+
+
+def masked_pool(F, x, valid_length, pooling=("mean", "max")):
+    """Pool ``x`` (B, T, C) over its valid time steps -> (B, C * len(pooling)).
+
+    MXNet's CPU reductions over a middle axis are slow, so the mean is a batched
+    matrix product with the (B, 1, T) weights ``mask / length`` and the max
+    reduces over the last axis of the transposed input.
+    """
+    outs = []
+    if "mean" in pooling:
+        ones = F.ones_like(F.slice_axis(x, axis=2, begin=0, end=1))  # (B, T, 1)
+        mask = F.SequenceMask(ones, sequence_length=valid_length, use_sequence_length=True, axis=1, value=0.0)
+        weights = F.broadcast_div(F.transpose(mask, axes=(0, 2, 1)), F.reshape(valid_length, (-1, 1, 1)))
+        outs.append(F.reshape(F.batch_dot(weights, x), (0, -1)))
+    if "max" in pooling:
+        floored = F.SequenceMask(x, sequence_length=valid_length, use_sequence_length=True, axis=1,
+                                 value=NEG_INF)
+        outs.append(F.max(F.transpose(floored, axes=(0, 2, 1)), axis=2))
+    return outs[0] if len(outs) == 1 else F.concat(*outs, dim=1)
+
+
+def masked_mean_max(F, x, valid_length):
+    """Mean and max over the valid time steps of ``x`` (B, T, C) -> (B, 2C)."""
+    return masked_pool(F, x, valid_length, ("mean", "max"))
+
+
+class EmbeddingLayer(HybridBlock):
+    """Token embedding with dropout; padded positions come out as zeros."""
+
+    def __init__(self, input_dim: int, size: int, dropout: float = 0.0, sparse_grad: bool = False,
+                 init_scale: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim, self.size = input_dim, size
+        scale = init_scale if init_scale is not None else 1.0 / size ** 0.5
+        with self.name_scope():
+            self.embed = nn.Embedding(input_dim, size, sparse_grad=sparse_grad,
+                                      weight_initializer=mx.init.Uniform(scale), prefix="weight_")
+            self.drop = nn.Dropout(dropout) if dropout else None
+
+    def hybrid_forward(self, F, tokens, valid_length):
+        e = self.embed(tokens)
+        if self.drop is not None:
+            e = self.drop(e)
+        return F.SequenceMask(e, sequence_length=valid_length, use_sequence_length=True, axis=1, value=0.0)
+
+
+class PoolEncoder(HybridBlock):
+    """Mean and/or max over tokens; with bigram ids appended to the input and mean
+    pooling alone this is fastText (Joulin et al., 2016)."""
+
+    def __init__(self, input_size: int, pooling=("mean", "max"), **kwargs):
+        super().__init__(**kwargs)
+        self.pooling = tuple(pooling)
+        if not self.pooling or set(self.pooling) - {"mean", "max"}:
+            raise ConfigError(f"model.encoder.pooling: {list(pooling)} must be a non-empty subset of [mean, max]")
+        self.output_size = len(self.pooling) * input_size
+
+    def hybrid_forward(self, F, x, valid_length):
+        return masked_pool(F, x, valid_length, self.pooling)
+
+
+class CNNEncoder(HybridBlock):
+    """Parallel 1-D convolutions of several widths, ReLU, max over time (Kim, 2014).
+
+    Each convolution pads ``width - 1`` on both sides, so a review shorter than
+    the width still has windows; windows lying wholly in padding are masked.
+    """
+
+    def __init__(self, input_size: int, widths=(3, 4, 5), filters: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        self.widths = tuple(int(w) for w in widths)
+        self.output_size = filters * len(self.widths)
+        with self.name_scope():
+            self.convs = nn.HybridSequential(prefix="")
+            for w in self.widths:
+                self.convs.add(nn.Conv1D(filters, w, padding=w - 1, layout="NCW", in_channels=input_size,
+                                         prefix=f"conv{w}_"))
+
+    def hybrid_forward(self, F, x, valid_length):
+        xc = F.transpose(x, axes=(0, 2, 1))  # (B, E, T)
+        pooled = []
+        for w, conv in zip(self.widths, self.convs):
+            h = F.transpose(conv(xc), axes=(0, 2, 1))  # (B, T + w - 1, C)
+            h = F.SequenceMask(h, sequence_length=valid_length + (w - 1), use_sequence_length=True,
+                               axis=1, value=NEG_INF)
+            pooled.append(F.relu(F.max(h, axis=1)))
+        return F.concat(*pooled, dim=1)
+
+
+class RNNEncoder(HybridBlock):
+    """(Bi)LSTM or (Bi)GRU over valid lengths, then mean + max over time.
+
+    The LSTM uses the fused kernel's ``sequence_length``. MXNet 1.9's GRU layer
+    cannot take ``sequence_length`` when hybridized (it binds it to the missing
+    cell state), so the GRU's backward direction is a second GRU run over each
+    review reversed within its own length (``SequenceReverse``).
+    """
+
+    def __init__(self, input_size: int, cell: str = "lstm", hidden_size: int = 128, num_layers: int = 1,
+                 bidirectional: bool = True, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.cell, self.bidirectional = cell, bidirectional
+        self.output_size = 2 * hidden_size * (2 if bidirectional else 1)
+        with self.name_scope():
+            if cell == "lstm":
+                self.rnn = rnn.LSTM(hidden_size, num_layers=num_layers, layout="NTC",
+                                    bidirectional=bidirectional, dropout=dropout, input_size=input_size,
+                                    use_sequence_length=True, prefix="rnn_")
+            elif cell == "gru":
+                self.rnn = rnn.GRU(hidden_size, num_layers=num_layers, layout="TNC", dropout=dropout,
+                                   input_size=input_size, prefix="rnn_")
+                self.rnn_back = rnn.GRU(hidden_size, num_layers=num_layers, layout="TNC", dropout=dropout,
+                                        input_size=input_size, prefix="rnn_back_") if bidirectional else None
+            else:
+                raise ConfigError(f"model.encoder: unknown recurrent cell {cell!r} (lstm | gru)")
+
+    def hybrid_forward(self, F, x, valid_length):
+        if self.cell == "lstm":
+            h = self.rnn(x, sequence_length=valid_length)
+        else:
+            xt = F.transpose(x, axes=(1, 0, 2))  # (T, B, E)
+            h = self.rnn(xt)
+            if self.rnn_back is not None:
+                rev = F.SequenceReverse(xt, sequence_length=valid_length, use_sequence_length=True)
+                hb = F.SequenceReverse(self.rnn_back(rev), sequence_length=valid_length,
+                                       use_sequence_length=True)
+                h = F.concat(h, hb, dim=2)
+            h = F.transpose(h, axes=(1, 0, 2))
+        return masked_mean_max(F, h, valid_length)
+
+
+class HiddenLayer(HybridBlock):
+    def __init__(self, input_size: int, size: int, dropout: float = 0.0, activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        with self.name_scope():
+            self.dense = nn.Dense(size, activation=activation, in_units=input_size, prefix="dense_")
+            self.drop = nn.Dropout(dropout) if dropout else None
+
+    def hybrid_forward(self, F, x):
+        h = self.dense(x)
+        return self.drop(h) if self.drop is not None else h
+
+
+class TextClassifier(HybridBlock):
+    """``embedding -> encoder -> hidden -> output``; returns one logit per class column."""
+
+    def __init__(self, embedding: HybridBlock, encoder: HybridBlock, hidden: HybridBlock,
+                 output: HybridBlock, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.embedding = embedding
+            self.encoder = encoder
+            self.hidden = hidden
+            self.output = output
+
+    def hybrid_forward(self, F, tokens, valid_length):
+        e = self.embedding(tokens, valid_length)
+        return self.output(self.hidden(self.encoder(e, valid_length)))
+
+    def layer_outputs(self, tokens, valid_length) -> dict[str, mx.nd.NDArray]:
+        """Every named layer's output, one vector per review (sequence layers are
+        mean-pooled over valid tokens). Runs imperatively (inference mode)."""
+        e = self.embedding(tokens, valid_length)
+        enc = self.encoder(e, valid_length)
+        hid = self.hidden(enc)
+        out = self.output(hid)
+        return {"embedding": masked_pool(mx.nd, e, valid_length, ("mean",)), "encoder": enc, "hidden": hid, "output": out}
+
+
+def layer_names(net: TextClassifier) -> list[str]:
+    """The stable names of the network's layers, input to output."""
+    return [name for name in LAYERS if getattr(net, name, None) is not None]
+
+
+def layer_param_counts(net: TextClassifier) -> dict[str, int]:
+    """Number of scalar parameters in each named layer (shapes must be known)."""
+    counts = {}
+    for name in layer_names(net):
+        params = getattr(net, name).collect_params().values()
+        counts[name] = int(sum(int(np.prod(p.shape)) for p in params))
+    return counts
+
+
+# --------------------------------------------------------------------------- config
+def _get(cfg: Mapping, key: str, default: Any = None) -> Any:
+    v = cfg.get(key, default) if cfg is not None else default
+    return default if v is None else v
+
+
+def bigram_buckets(model_cfg: Mapping) -> int:
+    return int(_get(_get(model_cfg, "encoder", {}), "bigram_buckets", 0))
+
+
+def featurize(ids: np.ndarray, vocab_size: int, buckets: int) -> np.ndarray:
+    """Append hashed bigram ids (fastText) after the unigram ids when ``buckets`` > 0.
+
+    Bigram ids live in ``[vocab_size, vocab_size + buckets)``; a pair that contains
+    padding never occurs because reviews are featurized before padding.
+    """
+    if not buckets or len(ids) < 2:
+        return ids
+    a = ids[:-1].astype(np.int64)
+    b = ids[1:].astype(np.int64)
+    bigrams = (a * BIGRAM_PRIME + b) % buckets + vocab_size
+    return np.concatenate([ids, bigrams.astype(ids.dtype)])
+
+
+def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
+    """Assemble a TextClassifier from a ``conf/model/*.yaml`` mapping."""
+    emb_cfg = _get(cfg, "embedding", {})
+    enc_cfg = dict(_get(cfg, "encoder", {}))
+    hid_cfg = _get(cfg, "hidden", {})
+    out_cfg = _get(cfg, "output", {})
+    etype = enc_cfg.pop("type", "pool")
+    buckets = int(enc_cfg.pop("bigram_buckets", 0) or 0)
+    if buckets and etype != "pool":
+        raise ConfigError(f"model.encoder.bigram_buckets: only the 'pool' encoder uses bigrams, not {etype!r}")
+    if vocab_size < 2:
+        raise ConfigError(f"vocabulary has {vocab_size} entries; it needs at least <pad> and <unk>")
+    esize = int(_get(emb_cfg, "size", 128))
+    embedding = EmbeddingLayer(vocab_size + buckets, esize, float(_get(emb_cfg, "dropout", 0.0)),
+                               sparse_grad=bool(_get(emb_cfg, "sparse_grad", False)),
+                               init_scale=emb_cfg.get("init_scale"), prefix="embedding_")
+    if etype == "pool":
+        encoder = PoolEncoder(esize, pooling=tuple(_get(enc_cfg, "pooling", ("mean", "max"))),
+                              prefix="encoder_")
+    elif etype == "cnn":
+        encoder = CNNEncoder(esize, widths=tuple(_get(enc_cfg, "widths", (3, 4, 5))),
+                             filters=int(_get(enc_cfg, "filters", 100)), prefix="encoder_")
+    elif etype in ("bilstm", "lstm", "gru", "bigru"):
+        cell = "gru" if "gru" in etype else "lstm"
+        encoder = RNNEncoder(esize, cell=cell, hidden_size=int(_get(enc_cfg, "hidden_size", 128)),
+                             num_layers=int(_get(enc_cfg, "num_layers", 1)),
+                             bidirectional=bool(_get(enc_cfg, "bidirectional", etype in ("bilstm", "bigru", "gru"))),
+                             dropout=float(_get(enc_cfg, "dropout", 0.0)), prefix="encoder_")
+    else:
+        raise ConfigError(f"model.encoder.type: unknown encoder {etype!r} (pool | cnn | bilstm | gru)")
+    hidden = HiddenLayer(encoder.output_size, int(_get(hid_cfg, "size", 64)),
+                         float(_get(hid_cfg, "dropout", 0.0)), str(_get(hid_cfg, "activation", "relu")),
+                         prefix="hidden_")
+    output = nn.Dense(int(_get(out_cfg, "size", 1)), in_units=hidden.size, prefix="output_")
+    return TextClassifier(embedding, encoder, hidden, output, prefix="xfer_")
+
+
+def initialize(net: TextClassifier, seed: int, ctx=None) -> TextClassifier:
+    """Seeded initialisation (Xavier for dense/conv/rnn, the layer's own for embeddings)."""
+    mx.random.seed(int(seed))
+    np.random.seed(int(seed))
+    net.initialize(mx.init.Xavier(), ctx=ctx or mx.cpu(), force_reinit=True)
+    return net

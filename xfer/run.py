@@ -1,0 +1,53 @@
+"""Hydra entry point: ``python -m xfer.run +experiment=imdb_base [overrides]``.
+
+Bad input ends the job with one line on stderr (``error: <file/field>: <problem>``)
+and exit code 2, before any run or artifact is written.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from .config import register_resolvers  # noqa: E402
+from .errors import XferError  # noqa: E402
+
+log = logging.getLogger("xfer")
+register_resolvers()
+
+
+def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Run the configured task with tracking; raises XferError on bad input."""
+    from .tasks import run_task
+    from .tracking import make_tracker
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    tracker = make_tracker(plain.get("tracking"))
+    result = run_task(plain, out_dir, tracker)
+    log.info("run: %s", tracker.location)
+    log.info("artifacts: %s", getattr(tracker, "artifact_uri", None) or out_dir)
+    log.info("bundle: %s", result.get("bundle"))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        out_dir = HydraConfig.get().runtime.output_dir
+        result = execute(cfg, out_dir)
+    except XferError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return result.get("objective")
+
+
+if __name__ == "__main__":
+    main()

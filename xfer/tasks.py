@@ -1,0 +1,119 @@
+"""Jobs that ``xfer.run`` dispatches to. Each takes a plain-dict config, an output
+directory and a tracker, so they run the same under Hydra, in tests or in a notebook."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from . import __version__
+from .bundle import fingerprint, save_bundle
+from .data import Dataset, load_dataset
+from .errors import ConfigError
+from .models import bigram_buckets, build_model, initialize, layer_param_counts
+from .report import training_curve
+from .tracking import NullTracker, flatten, tracked_run
+from .train import classification_metrics, context, fit, predict_proba, prepare_sequences, seed_everything
+from .transforms import apply_preprocessor, build_preprocessor, fit_preprocessor, token_vocab
+
+log = logging.getLogger(__name__)
+
+#: trainer keys that do not change what is learned
+_RUNTIME_KEYS = ("progress", "ctx")
+
+
+def base_fingerprint(cfg: Mapping, data_checksum: str) -> str:
+    """Identity of a trained base: data (by content) + transforms + model + optimizer + trainer + seed."""
+    data = {k: v for k, v in cfg["data"].items() if k != "files"}
+    trainer = {k: v for k, v in cfg["trainer"].items() if k not in _RUNTIME_KEYS}
+    return fingerprint({"data": data, "data_checksum": data_checksum, "transforms": cfg["transforms"],
+                        "model": cfg["model"], "optimizer": cfg["optimizer"], "trainer": trainer,
+                        "seed": cfg["seed"]})
+
+
+def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) -> dict[str, tuple]:
+    """Every split -> (model-ready sequences, labels)."""
+    vocab = token_vocab(pre).vocabulary_size
+    out = {}
+    for name, frame in ds.splits().items():
+        ids, _ = apply_preprocessor(pre, frame)
+        seqs = prepare_sequences(ids, trainer_cfg.get("max_len"), vocab, bigram_buckets(model_cfg),
+                                 trainer_cfg.get("truncate", "head"))
+        out[name] = (seqs, frame["label"].to_numpy())
+    return out
+
+
+def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
+    """Fit preprocessing and a network on ``cfg.data``, evaluate on its test split,
+    save a bundle and track the run. Returns the test metrics and where things went."""
+    tracker = tracker or NullTracker()
+    out_dir = Path(out_dir)
+    seed = int(cfg["seed"])
+    seed_everything(seed)
+    # everything that can fail on bad input happens before the run starts
+    ds = load_dataset(cfg["data"], seed=seed)
+    log.info("data %s: %d train / %d val / %d test reviews", ds.name, len(ds.train), len(ds.val), len(ds.test))
+    t0 = time.perf_counter()
+    pre = fit_preprocessor(build_preprocessor(cfg["transforms"], ds.categorical), ds.train)
+    splits = encode_splits(pre, ds, cfg["model"], cfg["trainer"])
+    prep_seconds = time.perf_counter() - t0
+    vocab = token_vocab(pre).vocabulary_size
+    log.info("vocabulary: %d tokens; preprocessing took %.1f s", vocab, prep_seconds)
+    net = initialize(build_model(cfg["model"], vocab), seed, ctx=context(cfg["trainer"].get("ctx")))
+    fp = base_fingerprint(cfg, ds.checksum)
+    labels = _label_names(cfg["data"])
+
+    tags = {"xfer.task": "train", "xfer.data": ds.name, "xfer.model": cfg["model"].get("name", ""),
+            "xfer.fingerprint": fp, "xfer.version": __version__}
+    with tracked_run(tracker, cfg.get("tracking", {}).get("run_name") or ds.name, tags):
+        tracker.log_params(flatten(cfg))
+        tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
+        tracker.log_params({"vocab_size": vocab, **{f"rows.{k}": len(v[0]) for k, v in splits.items()},
+                            **{f"params.{k}": v for k, v in layer_param_counts(net).items()}})
+        res = fit(net, splits["train"], splits["val"], cfg["trainer"], cfg["optimizer"], seed=seed,
+                  on_epoch=lambda e, m: tracker.log_metrics(m, step=e))
+        p_test = predict_proba(net, splits["test"][0], ctx=context(cfg["trainer"].get("ctx")))
+        test = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], p_test).items()}
+        final = {**test, "train_seconds": res.train_seconds, "preprocess_seconds": prep_seconds,
+                 "best_epoch": res.best_epoch + 1, "best_val_roc_auc": res.best_val_roc_auc}
+        tracker.log_metrics(final)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        bundle = save_bundle(out_dir / "bundle", net, pre, cfg["model"], vocab, labels,
+                             max_len=cfg["trainer"].get("max_len"), truncate=cfg["trainer"].get("truncate", "head"),
+                             meta={"fingerprint": fp, "data_checksum": ds.checksum, "data": ds.name,
+                                   "metrics": final, "seed": seed})
+        curve = training_curve(res.history, out_dir / "training_curve.png",
+                               f"{ds.name} / {cfg['model'].get('name', '')}")
+        (out_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+        tracker.log_artifacts(bundle, "bundle")
+        tracker.log_artifact(curve)
+        tracker.log_artifact(out_dir / "metrics.json")
+    log.info("test: " + " ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    return {"metrics": final, "bundle": str(bundle), "run_id": tracker.run_id,
+            "objective": res.best_val_roc_auc, "history": res.history}
+
+
+def _label_names(data_cfg: Mapping) -> dict[str, str]:
+    if data_cfg.get("label_rule"):
+        return {"0": f"not ({data_cfg['label_rule']})", "1": str(data_cfg["label_rule"])}
+    neg = data_cfg.get("negative")
+    neg = neg if isinstance(neg, str) or neg is None else "/".join(map(str, neg))
+    pos = data_cfg.get("positive")
+    pos = pos if isinstance(pos, str) else "/".join(map(str, pos))
+    return {"0": str(neg), "1": str(pos)}
+
+
+TASKS = {"train": train_task}
+
+
+def run_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
+    name = cfg.get("task", "train")
+    if name not in TASKS:
+        raise ConfigError(f"task: unknown task {name!r} ({' | '.join(TASKS)})")
+    np.seterr(all="ignore")
+    return TASKS[name](cfg, out_dir, tracker)

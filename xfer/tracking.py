@@ -1,0 +1,187 @@
+"""The only module that talks to MLflow.
+
+Training code receives a tracker object (``MlflowTracker`` or the in-memory
+``NullTracker``) and never imports mlflow, so it runs without a tracking server.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+MAX_PARAM_LEN = 6000
+
+
+def flatten(cfg: Mapping, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested mapping -> ``{"model.embedding.size": 64, ...}``; lists become strings."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            nested = flatten(v, key, sep)
+            out.update(nested if nested else {key: "{}"})
+        else:
+            out[key] = v
+    return out
+
+
+def tracking_uri(cfg_uri: str | None = None) -> str:
+    return cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+class NullTracker:
+    """Keeps everything in memory; used by tests and when ``tracking.enabled=false``."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.metrics: dict[str, list[tuple[int | None, float]]] = {}
+        self.artifacts: list[tuple[str, str | None]] = []
+        self.tags: dict[str, str] = {}
+        self.status: str | None = None
+        self.run_id: str | None = None
+
+    @property
+    def location(self) -> str:
+        return "(tracking disabled)"
+
+    def start(self, run_name: str, tags: Mapping[str, str] | None = None,
+              parent_run_id: str | None = None) -> str:
+        self.run_id = "local"
+        self.tags.update(tags or {})
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for k, v in metrics.items():
+            self.metrics.setdefault(k, []).append((step, float(v)))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.artifacts.append((str(path), artifact_path))
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.artifacts.append((str(path), artifact_path))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.artifacts.append((artifact_file, None))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update(tags)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.status = status
+
+    def find_runs(self, filter_string: str) -> list[dict]:
+        return []
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run per job in ``experiment`` at ``uri``."""
+
+    def __init__(self, uri: str | None = None, experiment: str = "xfer",
+                 artifact_location: str | None = None) -> None:
+        super().__init__()
+        import mlflow
+
+        self._mlflow = mlflow
+        self.uri = tracking_uri(uri)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            exp_id = exp.experiment_id
+        self.experiment_id = exp_id
+        self.experiment = experiment
+
+    @property
+    def location(self) -> str:
+        return f"{self.uri} experiment={self.experiment} run_id={self.run_id}"
+
+    @property
+    def artifact_uri(self) -> str | None:
+        return self.client.get_run(self.run_id).info.artifact_uri if self.run_id else None
+
+    def start(self, run_name: str, tags: Mapping[str, str] | None = None,
+              parent_run_id: str | None = None) -> str:
+        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000], synchronous=True)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def find_runs(self, filter_string: str) -> list[dict]:
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                       order_by=["attributes.start_time DESC"])
+        return [{"run_id": r.info.run_id, "status": r.info.status, "tags": r.data.tags,
+                 "metrics": r.data.metrics, "artifact_uri": r.info.artifact_uri} for r in runs]
+
+
+def _param_value(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= MAX_PARAM_LEN else s[: MAX_PARAM_LEN - 3] + "..."
+
+
+def make_tracker(cfg: Mapping | None) -> NullTracker:
+    """``tracking`` config -> a tracker (``enabled: false`` gives the in-memory one)."""
+    cfg = dict(cfg or {})
+    if not cfg.get("enabled", True):
+        return NullTracker()
+    return MlflowTracker(cfg.get("uri"), cfg.get("experiment", "xfer"), cfg.get("artifact_location"))
+
+
+@contextmanager
+def tracked_run(tracker: NullTracker, run_name: str, tags: Mapping[str, str] | None = None,
+                parent_run_id: str | None = None) -> Iterator[NullTracker]:
+    """Start a run; end it FINISHED, or FAILED (then re-raise) if the body raises."""
+    tracker.start(run_name, tags, parent_run_id)
+    try:
+        yield tracker
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end("FINISHED")

@@ -1,0 +1,261 @@
+"""Training and evaluation of a Gluon text classifier, without any tracking server.
+
+Reviews are id arrays; batches come from gluonnlp's ``FixedBucketSampler``
+(reviews of similar length together, so little padding) and ``Pad`` batchify.
+``fit`` runs seeded epochs with early stopping on validation ROC-AUC and
+restores the best epoch. Progress goes to a tqdm bar; metrics go to the
+``on_epoch`` callback, which is where tracking hooks in.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from tqdm.auto import tqdm
+
+from .errors import ConfigError
+from .models import featurize
+from .transforms import UNK_ID
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- data
+def prepare_sequences(ids: Sequence[np.ndarray], max_len: int | None = None, vocab_size: int = 0,
+                      bigram_buckets: int = 0, truncate: str = "head") -> list[np.ndarray]:
+    """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add bigram ids."""
+    out = []
+    for seq in ids:
+        seq = np.asarray(seq, dtype=np.int32)
+        if max_len and len(seq) > max_len:
+            seq = seq[-max_len:] if truncate == "tail" else seq[:max_len]
+        if len(seq) == 0:
+            seq = np.array([UNK_ID], dtype=np.int32)
+        out.append(featurize(seq, vocab_size, bigram_buckets))
+    return out
+
+
+def context(name: str | None) -> mx.Context:
+    """``cpu``, ``gpu`` or ``gpu:1`` -> an MXNet context."""
+    name = (name or "cpu").lower()
+    if name == "cpu":
+        return mx.cpu()
+    if name.startswith("gpu"):
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        return mx.gpu(idx)
+    raise ConfigError(f"trainer.ctx: unknown device {name!r} (cpu | gpu | gpu:N)")
+
+
+def iter_batches(seqs: Sequence[np.ndarray], labels: np.ndarray | None, batch_size: int,
+                 num_buckets: int = 10, shuffle: bool = False, seed: int = 0,
+                 ctx: mx.Context | None = None) -> Iterator[tuple]:
+    """Length-bucketed batches: (tokens, valid_length, labels or None, indices)."""
+    import gluonnlp as nlp
+
+    if len(seqs) == 0:
+        return
+    lengths = [len(s) for s in seqs]
+    buckets = max(1, min(num_buckets, len(set(lengths))))
+    sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
+                                          shuffle=shuffle)
+    pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32")
+    ctx = ctx or mx.cpu()
+    if shuffle:
+        np.random.seed(seed)  # FixedBucketSampler shuffles with numpy's global generator
+    for idx in sampler:
+        idx = np.asarray(idx)
+        tokens, valid = pad([seqs[i] for i in idx])
+        y = mx.nd.array(labels[idx], ctx=ctx, dtype="float32") if labels is not None else None
+        yield tokens.as_in_context(ctx), valid.astype("float32").as_in_context(ctx), y, idx
+
+
+# --------------------------------------------------------------------------- metrics
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """ROC-AUC, accuracy, F1 and log loss of probabilities ``p`` for 0/1 labels ``y``."""
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    pred = (p >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+    }
+
+
+def predict_proba(net: gluon.HybridBlock, seqs: Sequence[np.ndarray], batch_size: int = 256,
+                  ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
+    """Positive-class probability for every review, in input order."""
+    out = np.zeros(len(seqs), dtype=np.float64)
+    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx):
+        out[idx] = mx.nd.sigmoid(net(tokens, valid)).asnumpy()[:, 0]
+    return out
+
+
+# --------------------------------------------------------------------------- fitting
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_roc_auc: float = float("-inf")
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def _params(net) -> dict[str, gluon.Parameter]:
+    return {k: p for k, p in net.collect_params().items()}
+
+
+def snapshot(net) -> dict[str, mx.nd.NDArray]:
+    return {k: p.data().copy() for k, p in _params(net).items()}
+
+
+def restore(net, state: Mapping[str, mx.nd.NDArray]) -> None:
+    for k, p in _params(net).items():
+        p.set_data(state[k])
+
+
+def lr_scheduler(opt_cfg: Mapping, total_updates: int):
+    sched = dict(opt_cfg.get("lr_schedule") or {})
+    kind = sched.get("type", "constant")
+    base = float(opt_cfg.get("lr", 1e-3))
+    warmup = int(float(sched.get("warmup_frac", 0.0)) * total_updates)
+    if kind == "constant":
+        return None
+    if kind == "cosine":
+        return mx.lr_scheduler.CosineScheduler(max_update=max(total_updates, warmup + 1), base_lr=base,
+                                               final_lr=base * float(sched.get("final_lr_frac", 0.0)),
+                                               warmup_steps=warmup)
+    if kind == "step":
+        return mx.lr_scheduler.FactorScheduler(step=max(1, int(sched.get("step_updates", 1000))),
+                                               factor=float(sched.get("factor", 0.5)), base_lr=base,
+                                               warmup_steps=warmup)
+    raise ConfigError(f"optimizer.lr_schedule.type: unknown schedule {kind!r} (constant | cosine | step)")
+
+
+def make_trainer(net, opt_cfg: Mapping, total_updates: int, params=None) -> gluon.Trainer:
+    name = str(opt_cfg.get("name", "adam")).lower()
+    if name not in ("adam", "sgd", "adamw", "nag", "adagrad", "rmsprop"):
+        raise ConfigError(f"optimizer.name: unknown optimizer {name!r} (adam | adamw | sgd)")
+    kwargs: dict[str, Any] = {"learning_rate": float(opt_cfg.get("lr", 1e-3)),
+                              "wd": float(opt_cfg.get("wd", 0.0))}
+    if name == "sgd":
+        kwargs["momentum"] = float(opt_cfg.get("momentum", 0.9))
+    if name in ("adam", "sgd", "adamw"):
+        kwargs["lazy_update"] = bool(opt_cfg.get("lazy_update", True))
+    if name == "adamw":  # MXNet 1.9 has no separate AdamW; decoupled decay lives in the contrib optimizer
+        name = "adamw" if "adamw" in mx.optimizer.Optimizer.opt_registry else "adam"
+        kwargs.pop("lazy_update", None)
+    sched = lr_scheduler(opt_cfg, total_updates)
+    if sched is not None:
+        kwargs["lr_scheduler"] = sched
+    return gluon.Trainer(params if params is not None else net.collect_params(), name, kwargs,
+                         kvstore=None, update_on_kvstore=False)
+
+
+def clip_gradients(trainer: gluon.Trainer, max_norm: float) -> float:
+    """Scale all gradients so their global L2 norm is at most ``max_norm``; returns the norm."""
+    grads = [p.list_grad()[0] for p in trainer._params if p.grad_req != "null"]
+    if not grads:
+        return 0.0
+    total = math.sqrt(sum(float((g.norm() ** 2).asscalar()) for g in grads))
+    if max_norm and total > max_norm:
+        scale = max_norm / (total + 1e-8)
+        for g in grads:
+            g[:] = g * scale if g.stype == "default" else mx.nd.sparse.retain(g * scale, g.indices)
+    return total
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    mx.random.seed(seed)
+
+
+def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
+        val: tuple[Sequence[np.ndarray], np.ndarray], trainer_cfg: Mapping, opt_cfg: Mapping,
+        seed: int = 0, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        trainer: gluon.Trainer | None = None, before_epoch: Callable[[int], None] | None = None) -> FitResult:
+    """Train ``net`` (already initialised) and restore its best epoch by validation ROC-AUC."""
+    x_train, y_train = train
+    x_val, y_val = val
+    batch_size = int(trainer_cfg.get("batch_size", 64))
+    max_epochs = int(trainer_cfg.get("max_epochs", 5))
+    patience = int(trainer_cfg.get("patience", 2))
+    num_buckets = int(trainer_cfg.get("num_buckets", 10))
+    ctx = context(trainer_cfg.get("ctx"))
+    progress = bool(trainer_cfg.get("progress", True))
+    clip = float(opt_cfg.get("clip_gradient_norm") or 0.0)
+    if len(x_train) == 0:
+        raise ConfigError("no training examples")
+    steps_per_epoch = math.ceil(len(x_train) / batch_size) + num_buckets
+    trainer = trainer or make_trainer(net, opt_cfg, steps_per_epoch * max_epochs)
+    loss_fn = gluon.loss.SigmoidBinaryCrossEntropyLoss()
+    if trainer_cfg.get("hybridize", True):
+        net.hybridize(static_alloc=True, static_shape=False)
+
+    result = FitResult()
+    best_state = None
+    bad_epochs = 0
+    started = time.perf_counter()
+    for epoch in range(max_epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
+        t0 = time.perf_counter()
+        total_loss, seen = 0.0, 0
+        bar = tqdm(total=len(x_train), desc=f"epoch {epoch + 1}/{max_epochs}", unit="ex",
+                   disable=not progress, leave=False, mininterval=1.0)
+        for tokens, valid, y, _ in iter_batches(x_train, y_train, batch_size, num_buckets, shuffle=True,
+                                                seed=seed * 1000 + epoch, ctx=ctx):
+            with autograd.record():
+                loss = loss_fn(net(tokens, valid)[:, 0], y)
+            loss.backward()
+            if clip:
+                clip_gradients(trainer, clip)
+            trainer.step(tokens.shape[0])
+            n = tokens.shape[0]
+            batch_loss = float(loss.mean().asscalar())
+            if not math.isfinite(batch_loss):
+                raise FloatingPointError(f"training loss became {batch_loss} in epoch {epoch + 1}; "
+                                         "lower optimizer.lr or set optimizer.clip_gradient_norm")
+            total_loss += batch_loss * n
+            seen += n
+            bar.update(n)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}",
+                            ex_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}", refresh=False)
+        bar.close()
+        epoch_seconds = time.perf_counter() - t0
+        p_val = predict_proba(net, x_val, batch_size=max(256, batch_size), ctx=ctx, num_buckets=num_buckets)
+        val_m = classification_metrics(y_val, p_val)
+        metrics = {"train_loss": total_loss / max(seen, 1), "epoch_seconds": epoch_seconds,
+                   "examples_per_second": seen / max(epoch_seconds, 1e-9),
+                   "lr": float(trainer.learning_rate),
+                   **{f"val_{k}": v for k, v in val_m.items()}}
+        result.history.append(metrics)
+        improved = val_m["roc_auc"] > result.best_val_roc_auc
+        if improved or best_state is None:
+            result.best_val_roc_auc, result.best_epoch = val_m["roc_auc"], epoch
+            best_state = snapshot(net)
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        log.info("epoch %d: train_loss %.4f val_roc_auc %.4f val_accuracy %.4f (%.1f s, %.0f ex/s)%s",
+                 epoch + 1, metrics["train_loss"], val_m["roc_auc"], val_m["accuracy"], epoch_seconds,
+                 metrics["examples_per_second"], " *" if improved else "")
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if bad_epochs >= patience:
+            result.stopped_early = True
+            break
+    result.train_seconds = time.perf_counter() - started
+    restore(net, best_state)
+    return result
