@@ -18,6 +18,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -107,8 +108,8 @@ def read_csv(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     except pd.errors.ParserError as e:
         msg = str(e).replace("Error tokenizing data. C error: ", "").strip()
         raise DataError(f"{path}: malformed CSV: {msg}") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read file: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read file (corrupt or not gzip/CSV): {e}") from None
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
     missing = [c for c in columns if c not in frame.columns]
@@ -216,8 +217,8 @@ def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     needed = list(text_cols) + list(cats)
     rule = cfg.get("label_rule")
     needed.append(parse_label_rule(rule)[0] if rule else cfg["label_column"])
-    if cfg.get("id_column"):
-        needed.append(cfg["id_column"])
+    id_cols = _as_list(cfg.get("id_column"))
+    needed += id_cols
     frame = read_csv(path, list(dict.fromkeys(needed)))
     if cfg.get("limit_rows"):
         frame = frame.iloc[: int(cfg["limit_rows"])]
@@ -227,7 +228,7 @@ def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     else:
         text = frame[text_cols[0]].copy()
     out = pd.DataFrame({"text": text})
-    out["id"] = frame[cfg["id_column"]].astype(str) if cfg.get("id_column") else \
+    out["id"] = frame[id_cols].astype(str).agg("_".join, axis=1) if id_cols else \
         [f"{path.name}:{i}" for i in range(len(frame))]
     for c in cats:
         out[c] = frame[c]

@@ -17,6 +17,7 @@ from mxnet.gluon import HybridBlock, nn, rnn
 from .errors import ConfigError
 
 LAYERS = ("embedding", "encoder", "hidden", "output")
+ENCODER_TYPES = ("pool", "cnn", "bilstm", "lstm", "gru", "bigru")
 NEG_INF = -1e9
 BIGRAM_PRIME = 1_000_003
 
@@ -56,7 +57,7 @@ class EmbeddingLayer(HybridBlock):
         scale = init_scale if init_scale is not None else 1.0 / size ** 0.5
         with self.name_scope():
             self.embed = nn.Embedding(input_dim, size, sparse_grad=sparse_grad,
-                                      weight_initializer=mx.init.Uniform(scale), prefix="weight_")
+                                      weight_initializer=mx.init.Uniform(scale), prefix="")
             self.drop = nn.Dropout(dropout) if dropout else None
 
     def hybrid_forward(self, F, tokens, valid_length):
@@ -236,6 +237,8 @@ def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
     out_cfg = _get(cfg, "output", {})
     etype = enc_cfg.pop("type", "pool")
     buckets = int(enc_cfg.pop("bigram_buckets", 0) or 0)
+    if etype not in ENCODER_TYPES:
+        raise ConfigError(f"model.encoder.type: unknown encoder {etype!r} ({' | '.join(ENCODER_TYPES)})")
     if buckets and etype != "pool":
         raise ConfigError(f"model.encoder.bigram_buckets: only the 'pool' encoder uses bigrams, not {etype!r}")
     if vocab_size < 2:
@@ -250,14 +253,12 @@ def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
     elif etype == "cnn":
         encoder = CNNEncoder(esize, widths=tuple(_get(enc_cfg, "widths", (3, 4, 5))),
                              filters=int(_get(enc_cfg, "filters", 100)), prefix="encoder_")
-    elif etype in ("bilstm", "lstm", "gru", "bigru"):
+    else:
         cell = "gru" if "gru" in etype else "lstm"
         encoder = RNNEncoder(esize, cell=cell, hidden_size=int(_get(enc_cfg, "hidden_size", 128)),
                              num_layers=int(_get(enc_cfg, "num_layers", 1)),
                              bidirectional=bool(_get(enc_cfg, "bidirectional", etype in ("bilstm", "bigru", "gru"))),
                              dropout=float(_get(enc_cfg, "dropout", 0.0)), prefix="encoder_")
-    else:
-        raise ConfigError(f"model.encoder.type: unknown encoder {etype!r} (pool | cnn | bilstm | gru)")
     hidden = HiddenLayer(encoder.output_size, int(_get(hid_cfg, "size", 64)),
                          float(_get(hid_cfg, "dropout", 0.0)), str(_get(hid_cfg, "activation", "relu")),
                          prefix="hidden_")

@@ -204,6 +204,9 @@ class CategoryImputer(_Stateless):
     def __init__(self, fill_value: str = "<missing>"):
         self.fill_value = fill_value
 
+    def fit(self, X, y=None):
+        return self
+
     def transform(self, X):
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object))
         return frame.astype(object).where(frame.notna(), self.fill_value).astype(str).to_numpy(dtype=object)

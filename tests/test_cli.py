@@ -1,0 +1,85 @@
+"""The Hydra entry point, run as a user would: in a subprocess, in a fresh directory."""
+import subprocess
+import sys
+
+import pytest
+
+QUICK = ["+experiment=imdb_base", "data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
+         "trainer.progress=false"]
+
+
+def run_cli(tmp_path, *overrides, timeout=300):
+    db = tmp_path / "mlflow.db"
+    cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri=sqlite:///{db}", *overrides]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+
+
+def runs(tmp_path):
+    import mlflow
+
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return []
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exps = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in exps]) if exps else []
+
+
+def test_imdb_base_smoke(tmp_path):
+    proc = run_cli(tmp_path, *QUICK)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run_id=" in proc.stderr + proc.stdout and "bundle:" in proc.stderr + proc.stdout
+    [run] = runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    for key in ("test_roc_auc", "test_accuracy", "test_f1", "test_log_loss", "train_seconds", "val_roc_auc",
+                "train_loss"):
+        assert key in m, key
+    assert 0.5 < m["test_roc_auc"] <= 1.0
+    assert run.data.params["model.encoder.type"] == "pool" and run.data.params["data.limit"] == "300"
+    assert run.data.tags["xfer.task"] == "train" and len(run.data.tags["xfer.fingerprint"]) == 64
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"bundle", "config.yaml", "training_curve.png", "metrics.json"} <= top
+    inside = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
+    assert {"bundle/net.params", "bundle/model.json", "bundle/preprocessor.joblib", "bundle/meta.json"} <= inside
+    # the bundle in the hydra output dir loads and predicts
+    from xfer.bundle import load_bundle
+
+    [bundle] = list(tmp_path.glob("outputs/*/*/bundle"))
+    b = load_bundle(bundle)
+    p = b.predict_proba(["A wonderful, moving film.", "Dull and far too long."])
+    assert p.shape == (2,) and ((p > 0) & (p < 1)).all()
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["data.files.train=/nonexistent/train.csv"], "error: /nonexistent/train.csv: file not found"),
+    (["data.positive=positive"], "column 'label' row 12501: value 'pos' is not one of ['positive', 'neg']"),
+    (["data.text_column=review"], "missing column 'review'"),
+    (["data=hotel_delhi", "data.label_rule=Rating is high"], "error: data.label_rule: cannot parse"),
+    (["model.encoder.type=transformer"], "error: model.encoder.type: unknown encoder 'transformer'"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_run(tmp_path, overrides, pattern):
+    proc = run_cli(tmp_path, *QUICK, *overrides)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and pattern in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert runs(tmp_path) == []
+    assert not list(tmp_path.glob("outputs/*/*/bundle"))
+
+
+def test_bad_csv_through_cli(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"text,label\ngood,pos\nbad \xff text,neg\n")
+    proc = run_cli(tmp_path, *QUICK, f"data.files.train={bad}")
+    assert proc.returncode == 2
+    assert f"error: {bad}: undecodable bytes at line 3" in proc.stderr
+
+
+def test_config_typo_is_reported_by_hydra(tmp_path):
+    proc = run_cli(tmp_path, *QUICK, "trainer.max_epocs=1")
+    assert proc.returncode != 0
+    assert "max_epocs" in proc.stderr and runs(tmp_path) == []

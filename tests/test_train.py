@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xfer.bundle import load_bundle, save_bundle
+from xfer.errors import BundleError
+from xfer.models import build_model, initialize
+from xfer.train import classification_metrics, fit, predict_proba, prepare_sequences, seed_everything
+from xfer.transforms import fit_preprocessor, build_preprocessor, apply_preprocessor, token_vocab
+
+MODEL = {"embedding": {"size": 16, "sparse_grad": True}, "encoder": {"type": "pool", "pooling": ["mean"]},
+         "hidden": {"size": 8, "dropout": 0.1}}
+TRAINER = {"batch_size": 16, "max_epochs": 4, "patience": 4, "progress": False, "num_buckets": 3}
+OPT = {"name": "adam", "lr": 0.02, "clip_gradient_norm": 5.0, "lr_schedule": {"type": "cosine"}}
+
+
+def separable(n, seed):
+    """Positive reviews draw words 2..11, negative ones 12..21, plus shared noise words 22..41."""
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 2, n)
+    seqs = []
+    for label in y:
+        k = rng.randint(3, 15)
+        own = rng.randint(2, 12, k) if label else rng.randint(12, 22, k)
+        seqs.append(np.concatenate([own, rng.randint(22, 42, k)]).astype(np.int32))
+    return seqs, y
+
+
+def _train(seed, model=MODEL, trainer=TRAINER, opt=OPT):
+    seed_everything(seed)
+    net = initialize(build_model(model, 42), seed)
+    res = fit(net, separable(300, 1), separable(100, 2), trainer, opt, seed=seed)
+    return net, res
+
+
+def test_learns_a_separable_set():
+    net, res = _train(0)
+    x, y = separable(200, 3)
+    m = classification_metrics(y, predict_proba(net, x))
+    assert m["roc_auc"] > 0.98 and m["accuracy"] > 0.9
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert set(res.history[0]) >= {"train_loss", "val_roc_auc", "val_accuracy", "val_f1", "val_log_loss",
+                                   "examples_per_second"}
+
+
+@pytest.mark.parametrize("encoder", [{"type": "pool", "pooling": ["mean"]}, {"type": "cnn", "filters": 4},
+                                     {"type": "gru", "hidden_size": 4}])
+def test_same_seed_same_metrics(encoder):
+    model = {**MODEL, "encoder": encoder, "embedding": {"size": 8, "dropout": 0.2}}
+    trainer = {**TRAINER, "max_epochs": 2}
+    _, a = _train(5, model, trainer)
+    _, b = _train(5, model, trainer)
+    assert a.history == b.history or all(
+        np.allclose([h[k] for h in a.history], [h[k] for h in b.history])
+        for k in a.history[0] if k not in ("epoch_seconds", "examples_per_second"))
+    _, c = _train(6, model, trainer)
+    assert [h["train_loss"] for h in c.history] != [h["train_loss"] for h in a.history]
+
+
+def test_best_epoch_is_restored():
+    seed_everything(0)
+    net = initialize(build_model(MODEL, 42), 0)
+    val = separable(100, 2)
+    res = fit(net, separable(300, 1), val, {**TRAINER, "max_epochs": 3}, OPT, seed=0)
+    best = int(np.argmax([h["val_roc_auc"] for h in res.history]))
+    assert res.best_epoch == best
+    assert classification_metrics(val[1], predict_proba(net, val[0]))["roc_auc"] == pytest.approx(
+        res.history[best]["val_roc_auc"], abs=1e-9)
+
+
+def test_classification_metrics_values():
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.7, 0.9]))
+    assert m["roc_auc"] == 1.0 and m["accuracy"] == 0.75 and m["f1"] == pytest.approx(0.8)
+
+
+def test_prepare_sequences_truncates_and_fills_empty():
+    out = prepare_sequences([np.arange(2, 12), np.array([], dtype=np.int32)], max_len=4)
+    assert out[0].tolist() == [2, 3, 4, 5] and out[1].tolist() == [1]
+    assert prepare_sequences([np.arange(2, 12)], max_len=4, truncate="tail")[0].tolist() == [8, 9, 10, 11]
+
+
+# ---------------------------------------------------------------- bundle
+@pytest.fixture()
+def bundle_dir(tmp_path, imdb_slice):
+    pre = fit_preprocessor(build_preprocessor({"min_freq": 2}), imdb_slice)
+    vocab = token_vocab(pre).vocabulary_size
+    model = {"embedding": {"size": 8}, "encoder": {"type": "pool", "bigram_buckets": 100}, "hidden": {"size": 4}}
+    net = initialize(build_model(model, vocab), 0)
+    ids, _ = apply_preprocessor(pre, imdb_slice)
+    seqs = prepare_sequences(ids, 200, vocab, 100)
+    y = (imdb_slice["label"] == "pos").to_numpy().astype(int)
+    fit(net, (seqs, y), (seqs[:50], y[:50]), {**TRAINER, "max_epochs": 1}, OPT)
+    path = save_bundle(tmp_path / "bundle", net, pre, model, vocab, {"0": "neg", "1": "pos"}, max_len=200,
+                       meta={"metrics": {"test_accuracy": 0.5}})
+    expected = predict_proba(net, seqs)
+    return path, expected, imdb_slice
+
+
+def test_bundle_round_trip_identical_predictions(bundle_dir):
+    path, expected, frame = bundle_dir
+    b = load_bundle(path)
+    got = b.predict_proba(frame[["text"]])
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(b.predict_proba(frame["text"].tolist()), expected)
+    assert b.meta["metrics"]["test_accuracy"] == 0.5 and b.labels == {"0": "neg", "1": "pos"}
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".bundle")]
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    (lambda p: (p / "net.params").unlink(), "net.params: missing file"),
+    (lambda p: (p / "meta.json").unlink(), "meta.json: missing file"),
+    (lambda p: (p / "net.params").write_bytes(b"garbage"), "net.params: checksum mismatch"),
+    (lambda p: (p / "preprocessor.joblib").write_bytes(b"garbage"), "preprocessor.joblib: checksum mismatch"),
+])
+def test_damaged_bundle_gives_one_clear_error(bundle_dir, damage, pattern):
+    path = bundle_dir[0]
+    damage(path)
+    with pytest.raises(BundleError, match=pattern) as exc:
+        load_bundle(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_bundle_architecture_mismatch(bundle_dir):
+    path = bundle_dir[0]
+    meta = json.loads((path / "meta.json").read_text())
+    model = json.loads((path / "model.json").read_text())
+    model["architecture"]["hidden"]["size"] = 5
+    (path / "model.json").write_text(json.dumps(model))
+    meta["files"].pop("model.json")
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="does not match the architecture"):
+        load_bundle(path)
+
+
+def test_bundle_vocabulary_mismatch(bundle_dir):
+    path = bundle_dir[0]
+    meta = json.loads((path / "meta.json").read_text())
+    model = json.loads((path / "model.json").read_text())
+    model["vocab_size"] += 3
+    (path / "model.json").write_text(json.dumps(model))
+    meta["files"].pop("model.json")
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="vocabulary mismatch"):
+        load_bundle(path)
+    with pytest.raises(BundleError, match="bundle directory not found"):
+        load_bundle(path.parent / "nope")

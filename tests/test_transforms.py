@@ -1,0 +1,141 @@
+import json
+import os
+import re
+import string
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import NotFittedError
+
+from xfer.data import load_frame
+from xfer.transforms import (PAD_ID, UNK_ID, LowerCaser, NullImputer, Tok2Idx, Tokenize, apply_preprocessor,
+                             build_preprocessor, fit_preprocessor, text_pipeline, token_vocab)
+
+
+def tutorial_tokens(text):
+    """The tutorial's rule, verbatim: punctuation becomes its own token, split on whitespace."""
+    return re.compile(f"([{string.punctuation}])").sub(r" \1 ", text).split()
+
+
+def test_null_imputer_fills_missing_and_keeps_strings():
+    out = NullImputer(fill_value="null").fit_transform(pd.Series(["a", None, np.nan, "", 3]))
+    assert out.tolist() == ["a", "null", "null", "", "3"]
+
+
+def test_lowercaser_has_fit_and_handles_unicode():
+    lc = LowerCaser()
+    assert lc.fit(["X"]) is lc
+    assert lc.transform(["ÉCOLE Straße ΣΊΣΥΦΟΣ"]).tolist() == ["école straße σίσυφος"]
+
+
+def test_tokenize_matches_tutorial_and_strips_html():
+    tok = Tokenize(strip_html=False)
+    text = "This is just an example. Isn't it?<br /><br />Yes!"
+    assert tok.transform([text])[0] == tutorial_tokens(text)
+    stripped = Tokenize().transform([text])[0]
+    assert "br" not in stripped and "<" not in stripped
+    assert stripped[-2:] == ["Yes", "!"]
+
+
+def test_tokenize_edge_cases():
+    tok = Tokenize()
+    out = tok.transform(["", "   ", "日本語のレビュー。", "a" * 1_000_000 + " b"])
+    assert out[0] == [] and out[1] == []
+    assert out[2] == ["日本語のレビュー。"]
+    assert len(out[3]) == 2 and len(out[3][0]) == 1_000_000
+
+
+def test_tok2idx_ids_are_frequency_then_token_order():
+    t = Tok2Idx().fit([["b", "a", "c", "b"], ["a", "d", "b"]])
+    assert t.vocab_.idx_to_token == ["<pad>", "<unk>", "b", "a", "c", "d"]
+    ids = t.transform([["a", "zzz", "b"], []])
+    assert ids[0].tolist() == [3, UNK_ID, 2] and ids[0].dtype == np.int32
+    assert ids[1].tolist() == []
+    assert t.inverse_transform(ids)[0] == ["a", "<unk>", "b"]
+
+
+def test_tok2idx_min_freq_and_max_size():
+    docs = [["x"] * 5 + ["y"] * 3 + ["z"] * 2 + ["w"]]
+    assert Tok2Idx(min_freq=2).fit(docs).vocab_.idx_to_token == ["<pad>", "<unk>", "x", "y", "z"]
+    assert Tok2Idx(max_size=2).fit(docs).vocab_.idx_to_token == ["<pad>", "<unk>", "x", "y"]
+    with pytest.raises(ValueError, match="min_freq"):
+        Tok2Idx(min_freq=0).fit(docs)
+
+
+def test_not_fitted_error_and_sklearn_conventions():
+    with pytest.raises(NotFittedError):
+        Tok2Idx().transform([["a"]])
+    pipe = text_pipeline({"min_freq": 3, "max_size": 10})
+    params = pipe.get_params()
+    assert params["token2index__min_freq"] == 3 and params["tokenize__strip_html"] is True
+    fitted = pipe.fit(pd.Series(["a b c", "a b", "a"]))
+    cloned = clone(fitted)
+    assert not hasattr(cloned.named_steps["token2index"], "vocab_")
+    assert cloned.get_params()["token2index__max_size"] == 10
+    cloned.set_params(token2index__min_freq=1)
+    assert cloned.named_steps["token2index"].min_freq == 1
+
+
+def test_pipeline_handles_nan_and_empty_text(imdb_slice):
+    pipe = text_pipeline({"min_freq": 2}).fit(imdb_slice["text"])
+    out = pipe.transform(pd.Series([np.nan, "", None, "unseen-wordzzz"]))
+    null_id = token_vocab(pipe).vocab_.token_to_idx.get("null", UNK_ID)
+    assert out[0].tolist() == [null_id] and out[1].tolist() == [] and out[2].tolist() == [null_id]
+    assert UNK_ID in out[3].tolist()
+    assert all(((a >= 0) & (a < token_vocab(pipe).vocabulary_size)).all() for a in out)
+
+
+def test_joblib_round_trip_gives_identical_output(tmp_path, imdb_slice):
+    pipe = text_pipeline({"min_freq": 2}).fit(imdb_slice["text"])
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    loaded = joblib.load(tmp_path / "pipe.joblib")
+    a, b = pipe.transform(imdb_slice["text"]), loaded.transform(imdb_slice["text"])
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert loaded.named_steps["token2index"].vocab_.idx_to_token == token_vocab(pipe).vocab_.idx_to_token
+
+
+_VOCAB_SCRIPT = """
+import hashlib, json, pandas as pd
+from xfer.data import data_dir
+from xfer.transforms import text_pipeline, token_vocab
+f = pd.read_csv(data_dir() / "imdb" / "train.csv.gz", nrows=400)
+pipe = text_pipeline({"min_freq": 1}).fit(f["text"])
+itos = token_vocab(pipe).vocab_.idx_to_token
+print(json.dumps([len(itos), hashlib.sha256("\\n".join(itos).encode()).hexdigest()]))
+"""
+
+
+def test_vocabulary_is_identical_across_processes_with_different_hash_seeds():
+    results = []
+    for seed in ("1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", _VOCAB_SCRIPT], env=env, capture_output=True, text=True,
+                             check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    assert results[0][0] > 1000
+
+
+def test_column_transformer_passes_normalised_categories(hotel_cfg):
+    frame = load_frame(hotel_cfg["files"]["all"], hotel_cfg)
+    pre = build_preprocessor({"min_freq": 1}, ["Browser_Used", "Device_Used"])
+    assert isinstance(pre, ColumnTransformer)
+    fit_preprocessor(pre, frame)
+    ids, cats = apply_preprocessor(pre, frame)
+    assert len(ids) == len(frame) == cats.shape[0] and cats.shape[1] == 2
+    assert isinstance(ids[0], np.ndarray) and ids[0].dtype == np.int32
+    assert set(cats[:, 0]) >= {"Chrome", "Firefox", "Internet Explorer", "Edge"}
+    assert not {"Google Chrome", "IE", "InternetExplorer"} & set(cats[:, 0])
+    joblib.dump(pre, "/dev/null")
+
+
+def test_pad_and_unk_ids():
+    t = Tok2Idx().fit([["<pad>", "<unk>", "a"]])
+    assert t.vocab_.token_to_idx["<pad>"] == PAD_ID == 0 and t.vocab_.token_to_idx["<unk>"] == UNK_ID == 1
+    assert t.vocabulary_size == 3
