@@ -139,3 +139,31 @@ def test_pad_and_unk_ids():
     t = Tok2Idx().fit([["<pad>", "<unk>", "a"]])
     assert t.vocab_.token_to_idx["<pad>"] == PAD_ID == 0 and t.vocab_.token_to_idx["<unk>"] == UNK_ID == 1
     assert t.vocabulary_size == 3
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+TEXT = st.lists(st.sampled_from(list("ab Z.,!'\\-<>/\t\n\x1c\xa0\u2003é日?") + ["<br />"]), max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT)
+def test_fast_tokenizer_equals_the_tutorial_rule(text):
+    assert Tokenize(strip_html=False).transform([text])[0] == re.sub(
+        f"([{re.escape(string.punctuation)}])", r" \1 ", text).split()
+    literal = f"([{string.punctuation}])"  # the tutorial's unescaped pattern (backslash is not in it)
+    assert Tokenize(split_pattern=literal, strip_html=False).transform([text])[0] == tutorial_tokens(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=8), st.text(max_size=40))
+def test_any_unicode_goes_through_the_pipeline_with_ids_in_range(train, new):
+    pipe = text_pipeline({"min_freq": 1}).fit(pd.Series(train))
+    size = token_vocab(pipe).vocabulary_size
+    for ids in pipe.transform(pd.Series(train + [new, None])):
+        assert ids.dtype == np.int32 and ((ids >= 0) & (ids < size)).all()
+
+
+def test_general_split_pattern_uses_substitution():
+    tok = Tokenize(split_pattern=r"(\d)", strip_html=False)
+    assert tok.transform(["ab1cd 22"])[0] == ["ab", "1", "cd", "2", "2"]

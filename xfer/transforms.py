@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from itertools import chain, repeat
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -29,6 +30,8 @@ PAD_ID, UNK_ID = 0, 1
 #: the tutorial's split pattern: every ASCII punctuation character is its own token
 PUNCT_PATTERN = f"([{re.escape(string.punctuation)}])"
 HTML_BREAK = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+#: a pattern that is one capture group around one character class, e.g. PUNCT_PATTERN
+_CHAR_CLASS = re.compile(r"^\(\[((?:[^\]\\]|\\.)+)\]\)$", re.DOTALL)
 
 
 def as_series(X: Any) -> pd.Series:
@@ -102,28 +105,37 @@ class Tokenize(_Stateless):
         self.split_pattern = split_pattern
         self.strip_html = strip_html
 
-    def _compiled(self) -> re.Pattern:
+    def _compiled(self) -> tuple[re.Pattern, bool]:
+        """(regex, is_findall): a single-character-class pattern such as the default
+        becomes one ``findall`` of ``[class]|[^\\s class]+``, which yields exactly the
+        tokens of ``sub(r" \\1 ", text).split()`` without building the spaced copy."""
         pattern = self.split_pattern or PUNCT_PATTERN
         cached = getattr(self, "_re_cache", None)
-        if cached is None or cached.pattern != pattern:
-            cached = re.compile(pattern)
+        if cached is None or cached[0] != pattern:
+            m = _CHAR_CLASS.match(pattern)
+            if m and not m.group(1).startswith("^"):
+                body = m.group(1)
+                cached = (pattern, re.compile(f"[{body}]|[^\\s{body}]+"), True)
+            else:
+                cached = (pattern, re.compile(pattern), False)
             self._re_cache = cached
-        return cached
+        return cached[1], cached[2]
 
     def tokenize(self, text: str) -> list[str]:
-        if self.strip_html:
-            text = HTML_BREAK.sub(" ", text)
-        return self._compiled().sub(r" \1 ", text).split()
+        return self._tokenizer()(text)
+
+    def _tokenizer(self):
+        regex, is_findall = self._compiled()
+        split = regex.findall if is_findall else (lambda t: regex.sub(r" \1 ", t).split())
+        if not self.strip_html:
+            return split
+        html = HTML_BREAK.sub
+        return lambda t: split(html(" ", t))
 
     def transform(self, X):
         s = as_series(X)
-        sub = self._compiled().sub
-        if self.strip_html:
-            html = HTML_BREAK.sub
-            out = [sub(r" \1 ", html(" ", t)).split() for t in s]
-        else:
-            out = [sub(r" \1 ", t).split() for t in s]
-        return pd.Series(out, index=s.index, dtype=object)
+        tok = self._tokenizer()
+        return pd.Series([tok(t) for t in s], index=s.index, dtype=object)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -149,9 +161,7 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 
         if int(self.min_freq) < 1:
             raise ValueError(f"min_freq must be >= 1, got {self.min_freq}")
-        counter: Counter = Counter()
-        for toks in as_series(X):
-            counter.update(toks)
+        counter = Counter(chain.from_iterable(as_series(X)))
         for special in (PAD, UNK):
             counter.pop(special, None)
         self.vocab_ = nlp.Vocab(counter, max_size=self.max_size, min_freq=int(self.min_freq),
@@ -164,7 +174,7 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "vocab_")
         s = as_series(X)
         get = self.vocab_.token_to_idx.get
-        out = [np.array([get(t, UNK_ID) for t in toks], dtype=np.int32) for toks in s]
+        out = [np.fromiter(map(get, toks, repeat(UNK_ID)), dtype=np.int32, count=len(toks)) for toks in s]
         return pd.Series(out, index=s.index, dtype=object)
 
     def inverse_transform(self, X):
