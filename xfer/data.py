@@ -274,30 +274,43 @@ def _split(frame: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame, p
     return a.sort_index(), b.sort_index()
 
 
+def _checked_files(cfg: Mapping) -> dict[str, str]:
+    files = dict(cfg["files"])
+    policy = dict(cfg.get("split") or {}).get("policy", "stratified")
+    keys = ("train", "test") if policy == "official" else ("all",)
+    for k in keys:
+        if k not in files:
+            raise ConfigError(f"data.files.{k}: needed by split.policy={policy}")
+    return {k: files[k] for k in keys}
+
+
+def dataset_checksum(cfg: Mapping) -> str:
+    """sha256 over the dataset's files (content, not paths)."""
+    digest = hashlib.sha256()
+    checks = _checked_files(cfg)
+    for k in sorted(checks):
+        if not Path(checks[k]).is_file():
+            raise DataError(f"{checks[k]}: file not found (set XFER_DATA_DIR or the data.files.* config)")
+        digest.update(f"{k}:{sha256_file(checks[k])}".encode())
+    return digest.hexdigest()
+
+
 def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
     """Load and split a dataset described by a ``conf/data/*.yaml`` config."""
-    files = dict(cfg["files"])
     split = dict(cfg.get("split") or {})
     policy = split.get("policy", "stratified")
-    checks = {}
+    if policy not in ("official", "stratified"):
+        raise ConfigError(f"data.split.policy: unknown policy {policy!r} (official | stratified)")
+    files = _checked_files(cfg)
     if policy == "official":
-        for part in ("train", "test"):
-            if part not in files:
-                raise ConfigError(f"data.files.{part}: needed by split.policy=official")
         train_full = load_frame(files["train"], cfg)
         test = load_frame(files["test"], cfg)
         train, val = _split(train_full, float(split.get("val_frac", 0.1)), seed)
-        checks = {k: files[k] for k in ("train", "test")}
-    elif policy == "stratified":
-        if "all" not in files:
-            raise ConfigError("data.files.all: needed by split.policy=stratified")
+    else:
         full = load_frame(files["all"], cfg)
         rest, test = _split(full, float(split.get("test_frac", 0.2)), seed)
         val_frac = float(split.get("val_frac", 0.1)) / (1 - float(split.get("test_frac", 0.2)))
         train, val = _split(rest, val_frac, seed)
-        checks = {"all": files["all"]}
-    else:
-        raise ConfigError(f"data.split.policy: unknown policy {policy!r} (official | stratified)")
 
     for frame in (train, val, test):
         if frame["label"].nunique() < 2:
@@ -309,15 +322,12 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
     n_train = cfg.get("n_train")
     if n_train:
         train = _stratified_take(train, int(n_train), seed)
-    digest = hashlib.sha256()
-    for k in sorted(checks):
-        digest.update(f"{k}:{sha256_file(checks[k])}".encode())
     cats = list(_categorical_spec(cfg))
     info = {"n_train": len(train), "n_val": len(val), "n_test": len(test),
             "pos_rate_train": float(train["label"].mean())}
     return Dataset(name=str(cfg.get("name", "data")), train=train.reset_index(drop=True),
                    val=val.reset_index(drop=True), test=test.reset_index(drop=True),
-                   categorical=cats, checksum=digest.hexdigest(), info=info)
+                   categorical=cats, checksum=dataset_checksum(cfg), info=info)
 
 
 # --------------------------------------------------------------------------- download

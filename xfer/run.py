@@ -32,7 +32,9 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     result = run_task(plain, out_dir, tracker)
     log.info("run: %s", tracker.location)
     log.info("artifacts: %s", getattr(tracker, "artifact_uri", None) or out_dir)
-    log.info("bundle: %s", result.get("bundle"))
+    for key in ("bundle", "comparison"):
+        if result.get(key):
+            log.info("%s: %s", key, result[key])
     return result
 
 

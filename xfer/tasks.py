@@ -8,12 +8,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import yaml
 
 from . import __version__
 from .bundle import fingerprint, save_bundle
-from .data import Dataset, load_dataset
+from .data import Dataset, dataset_checksum, load_dataset
 from .errors import ConfigError
 from .models import bigram_buckets, build_model, initialize, layer_param_counts
 from .report import training_curve
@@ -27,11 +26,14 @@ log = logging.getLogger(__name__)
 _RUNTIME_KEYS = ("progress", "ctx")
 
 
-def base_fingerprint(cfg: Mapping, data_checksum: str) -> str:
-    """Identity of a trained base: data (by content) + transforms + model + optimizer + trainer + seed."""
+def base_fingerprint(cfg: Mapping, data_checksum: str | None = None) -> str:
+    """Identity of a trained base: data (by content) + transforms + model + optimizer + trainer + seed.
+
+    Paths and runtime-only settings (progress bar, device) do not count."""
     data = {k: v for k, v in cfg["data"].items() if k != "files"}
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in _RUNTIME_KEYS}
-    return fingerprint({"data": data, "data_checksum": data_checksum, "transforms": cfg["transforms"],
+    checksum = data_checksum or dataset_checksum(cfg["data"])
+    return fingerprint({"data": data, "data_checksum": checksum, "transforms": cfg["transforms"],
                         "model": cfg["model"], "optimizer": cfg["optimizer"], "trainer": trainer,
                         "seed": cfg["seed"]})
 
@@ -108,12 +110,15 @@ def _label_names(data_cfg: Mapping) -> dict[str, str]:
     return {"0": str(neg), "1": str(pos)}
 
 
-TASKS = {"train": train_task}
+TASKS = ("train", "transfer")
 
 
 def run_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
     name = cfg.get("task", "train")
     if name not in TASKS:
         raise ConfigError(f"task: unknown task {name!r} ({' | '.join(TASKS)})")
-    np.seterr(all="ignore")
-    return TASKS[name](cfg, out_dir, tracker)
+    if name == "transfer":
+        from .transfer import transfer_task
+
+        return transfer_task(cfg, out_dir, tracker)
+    return train_task(cfg, out_dir, tracker)

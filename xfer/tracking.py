@@ -81,6 +81,13 @@ class NullTracker:
     def find_runs(self, filter_string: str) -> list[dict]:
         return []
 
+    def child(self) -> "NullTracker":
+        """A fresh tracker for another run in the same store and experiment."""
+        return NullTracker()
+
+    def download_artifacts(self, run_id: str, path: str) -> str:
+        raise KeyError(run_id)
+
 
 class MlflowTracker(NullTracker):
     """One MLflow run per job in ``experiment`` at ``uri``."""
@@ -153,6 +160,16 @@ class MlflowTracker(NullTracker):
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:
             self.client.set_terminated(self.run_id, status=status)
+
+    def child(self) -> "MlflowTracker":
+        other = object.__new__(MlflowTracker)
+        NullTracker.__init__(other)
+        other._mlflow, other.uri, other.client = self._mlflow, self.uri, self.client
+        other.experiment_id, other.experiment = self.experiment_id, self.experiment
+        return other
+
+    def download_artifacts(self, run_id: str, path: str) -> str:
+        return self.client.download_artifacts(run_id, path)
 
     def find_runs(self, filter_string: str) -> list[dict]:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -64,8 +65,10 @@ def iter_batches(seqs: Sequence[np.ndarray], labels: np.ndarray | None, batch_si
         return
     lengths = [len(s) for s in seqs]
     buckets = max(1, min(num_buckets, len(set(lengths))))
-    sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
-                                          shuffle=shuffle)
+    with warnings.catch_warnings():  # "Some buckets are empty": expected for short inputs
+        warnings.simplefilter("ignore", UserWarning)
+        sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
+                                              shuffle=shuffle)
     pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32")
     ctx = ctx or mx.cpu()
     if shuffle:

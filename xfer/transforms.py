@@ -170,6 +170,20 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
         self.n_tokens_seen_ = int(sum(counter.values()))
         return self
 
+    def with_vocabulary(self, idx_to_token: Sequence[str]) -> "Tok2Idx":
+        """Set the fitted vocabulary to ``idx_to_token`` (which must start with <pad>, <unk>)."""
+        import gluonnlp as nlp
+
+        itos = list(idx_to_token)
+        if itos[:2] != [PAD, UNK] or len(set(itos)) != len(itos):
+            raise ValueError("a vocabulary starts with <pad>, <unk> and holds each token once")
+        counter = Counter({t: 1 for t in itos[2:]})
+        self.vocab_ = nlp.Vocab(counter, max_size=None, min_freq=1, unknown_token=UNK, padding_token=PAD,
+                                bos_token=None, eos_token=None,
+                                token_to_idx={t: i for i, t in enumerate(itos)})
+        self.n_tokens_seen_ = getattr(self, "n_tokens_seen_", 0)
+        return self
+
     def transform(self, X):
         check_is_fitted(self, "vocab_")
         s = as_series(X)

@@ -1,0 +1,68 @@
+"""Comparison heads (``conf/head/*.yaml``): classic models that the transfer must beat.
+
+- ``tfidf_lr``: TF-IDF of word 1-2 grams + logistic regression on the raw text.
+- ``catboost``: CatBoost on embeddings extracted from a named layer of a network, with the
+  dataset's categorical columns (e.g. Browser_Used, Device_Used) as CatBoost categorical
+  features.
+
+Each returns the same ``test_*`` metrics as the neural runs plus ``train_seconds``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+from .train import classification_metrics
+
+
+def _prefixed(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def tfidf_lr(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, cfg: Mapping, seed: int = 0) -> dict:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    t0 = time.perf_counter()
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=tuple(cfg.get("ngram_range", (1, 2))), min_df=int(cfg.get("min_df", 1)),
+                        sublinear_tf=bool(cfg.get("sublinear_tf", True)), strip_accents="unicode"),
+        LogisticRegression(C=float(cfg.get("C", 10.0)), max_iter=2000, random_state=seed))
+    model.fit(train["text"].fillna(""), train["label"])
+    seconds = time.perf_counter() - t0
+    out = {"train_seconds": seconds}
+    for name, frame in (("val", val), ("test", test)):
+        p = model.predict_proba(frame["text"].fillna(""))[:, 1]
+        out.update(_prefixed(classification_metrics(frame["label"], p), name))
+    return out
+
+
+def catboost_embeddings(features: Mapping[str, np.ndarray], frames: Mapping[str, pd.DataFrame],
+                        categorical: list[str], cfg: Mapping, seed: int = 0) -> dict:
+    """CatBoost on ``features[split]`` (+ categorical columns of ``frames[split]``)."""
+    from catboost import CatBoostClassifier, Pool
+
+    def pool(split):
+        X = pd.DataFrame(features[split], columns=[f"e{i}" for i in range(features[split].shape[1])])
+        for c in categorical:
+            X[c] = frames[split][c].astype(str).to_numpy()
+        return Pool(X, frames[split]["label"].to_numpy(), cat_features=list(categorical) or None)
+
+    if len(frames["train"]) < 2:
+        raise ConfigError("head catboost: needs at least two training examples")
+    t0 = time.perf_counter()
+    model = CatBoostClassifier(iterations=int(cfg.get("iterations", 500)), depth=int(cfg.get("depth", 6)),
+                               learning_rate=cfg.get("learning_rate"), random_seed=seed, verbose=False,
+                               thread_count=int(cfg.get("thread_count", 2)), allow_writing_files=False,
+                               use_best_model=True, od_type="Iter", od_wait=int(cfg.get("od_wait", 50)))
+    model.fit(pool("train"), eval_set=pool("val"))
+    out = {"train_seconds": time.perf_counter() - t0, "best_iteration": float(model.get_best_iteration() or 0)}
+    for split in ("val", "test"):
+        p = model.predict_proba(pool(split))[:, 1]
+        out.update(_prefixed(classification_metrics(frames[split]["label"], p), split))
+    return out
