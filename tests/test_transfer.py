@@ -1,0 +1,140 @@
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pandas as pd
+import pytest
+
+from xfer.bundle import Bundle
+from xfer.embed import layer_embeddings, main as embed_main, write_embeddings
+from xfer.errors import ConfigError
+from xfer.models import build_model, initialize
+from xfer.train import prepare_sequences
+from xfer.transfer import extend_preprocessor, summarise, transplant
+from xfer.transforms import apply_preprocessor, build_preprocessor, fit_preprocessor, token_vocab
+
+ARCH = {"embedding": {"size": 6}, "encoder": {"type": "pool", "pooling": ["mean", "max"], "bigram_buckets": 20},
+        "hidden": {"size": 5}}
+
+
+@pytest.fixture()
+def base(imdb_slice):
+    pre = fit_preprocessor(build_preprocessor({"min_freq": 3}), imdb_slice)
+    vocab = token_vocab(pre).vocabulary_size
+    net = initialize(build_model(ARCH, vocab), 0)
+    return Bundle(net=net, preprocessor=pre, model_cfg={"architecture": ARCH, "vocab_size": vocab, "max_len": 100})
+
+
+def test_extend_vocabulary_keeps_base_ids_and_adds_target_tokens(base):
+    target = pd.DataFrame({"text": ["the minibar was overpriced", "minibar minibar overpriced concierge"]})
+    pre, n_new = extend_preprocessor(base.preprocessor, target, min_freq=2)
+    old = token_vocab(base.preprocessor).vocab_.idx_to_token
+    new = token_vocab(pre).vocab_.idx_to_token
+    assert new[: len(old)] == old and n_new == len(new) - len(old)
+    added = new[len(old):]
+    assert "minibar" in added and "concierge" not in added  # seen once only
+    assert token_vocab(base.preprocessor).vocabulary_size == len(old)  # the base is untouched
+
+
+def test_transplant_copies_layers_and_extends_embedding(base):
+    vocab = base.vocab_size + 3
+    net = transplant(base, vocab, hidden="keep", seed=1)
+    src, dst = base.net.collect_params(), net.collect_params()
+    w_old, w_new = src["embedding_weight"].data().asnumpy(), dst["embedding_weight"].data().asnumpy()
+    V = base.vocab_size
+    assert w_new.shape == (vocab + 20, 6)
+    np.testing.assert_array_equal(w_new[:V], w_old[:V])
+    np.testing.assert_array_equal(w_new[vocab:], w_old[V:])  # bigram rows follow the offset
+    np.testing.assert_allclose(w_new[V], w_old[2:V].mean(axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(dst["hidden_dense_weight"].data().asnumpy(),
+                                  src["hidden_dense_weight"].data().asnumpy())
+    assert not np.array_equal(dst["output_weight"].data().asnumpy(), src["output_weight"].data().asnumpy())
+    replaced = transplant(base, base.vocab_size, hidden="replace", seed=1)
+    assert not np.array_equal(replaced.collect_params()["hidden_dense_weight"].data().asnumpy(),
+                              src["hidden_dense_weight"].data().asnumpy())
+
+
+@pytest.mark.parametrize("layer,dim", [("embedding", 6), ("encoder", 12), ("hidden", 5), ("output", 1)])
+def test_layer_embeddings_shapes_and_pooling(base, imdb_slice, layer, dim):
+    seqs = base.sequences(imdb_slice.head(37))
+    vec = layer_embeddings(base.net, seqs, layer)
+    assert vec.shape == (37, dim) and np.isfinite(vec).all()
+    if layer == "embedding":  # mean over the valid tokens of one review
+        w = base.net.collect_params()["embedding_weight"].data().asnumpy()
+        np.testing.assert_allclose(vec[3], w[seqs[3]].mean(axis=0), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="unknown layer"):
+        layer_embeddings(base.net, seqs, "attention")
+
+
+def test_write_embeddings_parquet_and_npy(tmp_path):
+    vec = np.arange(6, dtype=np.float32).reshape(3, 2)
+    p = write_embeddings(tmp_path / "e.parquet", vec, ["a", "b", "c"], [1, 0, 1])
+    frame = pd.read_parquet(p)
+    assert list(frame.columns) == ["id", "label", "e0", "e1"] and frame["id"].tolist() == ["a", "b", "c"]
+    q = write_embeddings(tmp_path / "e.npy", vec, ["a", "b", "c"], [1, 0, 1])
+    np.testing.assert_array_equal(np.load(q), vec)
+    assert np.load(tmp_path / "e.labels.npy").tolist() == [1, 0, 1]
+    with pytest.raises(ConfigError, match="must end in .parquet or .npy"):
+        write_embeddings(tmp_path / "e.csv", vec, ["a", "b", "c"], [1, 0, 1])
+
+
+def test_summarise_means_and_std():
+    recs = [{"method": "m", "n_train": 10, "seed": s, "test_roc_auc": a, "test_accuracy": 0.5, "test_f1": 0.5,
+             "train_seconds": 1.0} for s, a in ((0, 0.6), (1, 0.8))]
+    row = summarise(recs).iloc[0]
+    assert row["test_roc_auc"] == pytest.approx(0.7) and row["test_roc_auc_std"] == pytest.approx(0.1414, abs=1e-3)
+    assert row["repeats"] == 2
+
+
+# ---------------------------------------------------------------- end to end, as a user runs it
+SMALL = ["+experiment=hotel_transfer", "base.data.limit=400", "trainer.max_epochs=1", "trainer.progress=false",
+         "model.encoder.bigram_buckets=5000", "transfer.trainer.max_epochs=2", "transfer.repeats=2",
+         "transfer.tsne.n_per_domain=60", "heads.catboost.iterations=30"]
+
+
+def _run(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *SMALL, *overrides]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_hotel_transfer_end_to_end_reuses_the_base(tmp_path):
+    import mlflow
+
+    first = _run(tmp_path)
+    assert "| method | n_train |" in first.stdout and "transfer_gradual" in first.stdout
+    second = _run(tmp_path, "schedule=frozen", "transfer.vocab=extend")
+    assert "Base: reused" in second.stdout
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("xfer")
+    runs = client.search_runs([exp.experiment_id])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    bases = [r for r in runs if r.data.tags.get("xfer.task") == "train"]
+    assert len(bases) == 1  # the second job did not train the base again
+    children = [r for r in runs if r.data.tags.get("xfer.task") == "transfer"
+                and r.data.tags.get("xfer.method") != "comparison"]
+    methods = {r.data.tags["xfer.method"] for r in children}
+    assert methods == {"transfer_gradual", "transfer_frozen", "scratch", "catboost_embeddings", "tfidf_lr"}
+    assert len(children) == 2 * 4 * 2  # two jobs x four methods x two seeded splits
+    for r in children:
+        assert {"test_roc_auc", "test_accuracy", "test_f1", "train_seconds"} <= set(r.data.metrics)
+        assert "mlflow.parentRunId" in r.data.tags
+    parents = [r for r in runs if r.data.tags.get("xfer.method") == "comparison"]
+    assert len(parents) == 2
+    arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"comparison.md", "comparison.csv", "tsne_base.png", "tsne_transferred.png"} <= arts
+    assert 0 < parents[0].data.metrics["oov_rate"] < 0.5
+    # embeddings CLI on the transferred bundle
+    [bundle] = list(tmp_path.glob("outputs/*/*/transfer_frozen-s0/bundle"))
+    out = tmp_path / "emb.parquet"
+    assert embed_main(["--bundle", str(bundle), "--data", "hotel", "--layer", "hidden", "--out", str(out)]) == 0
+    frame = pd.read_parquet(out)
+    assert len(frame) == 100 and frame.shape[1] == 2 + 64
+
+
+def test_embed_cli_bad_bundle(tmp_path, capsys):
+    assert embed_main(["--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no such bundle" in err and "\n" not in err
