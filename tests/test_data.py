@@ -1,8 +1,6 @@
-import gzip
 import io
 import tarfile
 
-import numpy as np
 import pandas as pd
 import pytest
 

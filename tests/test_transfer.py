@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import mxnet as mx
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,9 +9,8 @@ from xfer.bundle import Bundle
 from xfer.embed import layer_embeddings, main as embed_main, write_embeddings
 from xfer.errors import ConfigError
 from xfer.models import build_model, initialize
-from xfer.train import prepare_sequences
 from xfer.transfer import extend_preprocessor, summarise, transplant
-from xfer.transforms import apply_preprocessor, build_preprocessor, fit_preprocessor, token_vocab
+from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 ARCH = {"embedding": {"size": 6}, "encoder": {"type": "pool", "pooling": ["mean", "max"], "bigram_buckets": 20},
         "hidden": {"size": 5}}

@@ -55,14 +55,10 @@ class Bundle:
 
     def sequences(self, frame: pd.DataFrame) -> list[np.ndarray]:
         """Raw frame (``text`` + categorical columns) -> model-ready id arrays."""
-        from .models import bigram_buckets
-        from .train import prepare_sequences
-        from .transforms import apply_preprocessor
+        from .train import encode_frame
 
-        ids, _ = apply_preprocessor(self.preprocessor, frame)
-        arch = self.model_cfg["architecture"]
-        return prepare_sequences(ids, self.model_cfg.get("max_len"), self.vocab_size, bigram_buckets(arch),
-                                 self.model_cfg.get("truncate", "head"))
+        return encode_frame(self.preprocessor, frame, self.model_cfg["architecture"], self.model_cfg.get("max_len"),
+                            self.model_cfg.get("truncate", "head"))
 
     def predict_proba(self, frame: pd.DataFrame | Sequence[str], batch_size: int = 256) -> np.ndarray:
         from .train import predict_proba

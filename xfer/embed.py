@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import mxnet as mx
 import numpy as np
 import pandas as pd
 

@@ -215,18 +215,30 @@ def bigram_buckets(model_cfg: Mapping) -> int:
     return int(_get(_get(model_cfg, "encoder", {}), "bigram_buckets", 0))
 
 
-def featurize(ids: np.ndarray, vocab_size: int, buckets: int) -> np.ndarray:
-    """Append hashed bigram ids (fastText) after the unigram ids when ``buckets`` > 0.
+def ngram_spec(model_cfg: Mapping) -> dict:
+    """How reviews are featurized for this model: hashed n-gram buckets, n, dedup."""
+    enc = _get(model_cfg, "encoder", {})
+    return {"buckets": int(_get(enc, "bigram_buckets", 0)), "ngrams": int(_get(enc, "ngrams", 2)),
+            "unique": bool(_get(enc, "unique", False))}
 
-    Bigram ids live in ``[vocab_size, vocab_size + buckets)``; a pair that contains
-    padding never occurs because reviews are featurized before padding.
+
+def featurize(ids: np.ndarray, vocab_size: int, buckets: int, ngrams: int = 2, unique: bool = False) -> np.ndarray:
+    """Append hashed 2..``ngrams``-gram ids (fastText) after the unigram ids when ``buckets`` > 0.
+
+    N-gram ids live in ``[vocab_size, vocab_size + buckets)``; reviews are featurized
+    before padding, so no n-gram contains padding. With ``unique`` every id appears
+    once (a binarized bag of n-grams, as in NBSVM).
     """
-    if not buckets or len(ids) < 2:
-        return ids
-    a = ids[:-1].astype(np.int64)
-    b = ids[1:].astype(np.int64)
-    bigrams = (a * BIGRAM_PRIME + b) % buckets + vocab_size
-    return np.concatenate([ids, bigrams.astype(ids.dtype)])
+    if buckets and len(ids) >= 2:
+        parts = [ids]
+        h = ids.astype(np.int64)
+        for n in range(2, max(2, ngrams) + 1):
+            if len(ids) < n:
+                break
+            h = (h[:-1] * BIGRAM_PRIME + ids[n - 1:].astype(np.int64)) % (1 << 61)
+            parts.append((h % buckets + vocab_size).astype(ids.dtype))
+        ids = np.concatenate(parts)
+    return np.unique(ids) if unique else ids
 
 
 def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:

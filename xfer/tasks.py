@@ -14,11 +14,11 @@ from . import __version__
 from .bundle import fingerprint, save_bundle
 from .data import Dataset, dataset_checksum, load_dataset
 from .errors import ConfigError
-from .models import bigram_buckets, build_model, initialize, layer_param_counts
+from .models import build_model, initialize, layer_param_counts
 from .report import training_curve
 from .tracking import NullTracker, flatten, tracked_run
-from .train import classification_metrics, context, fit, predict_proba, prepare_sequences, seed_everything
-from .transforms import apply_preprocessor, build_preprocessor, fit_preprocessor, token_vocab
+from .train import classification_metrics, context, encode_frame, fit, predict_proba, seed_everything
+from .transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,8 @@ def base_fingerprint(cfg: Mapping, data_checksum: str | None = None) -> str:
 
 def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) -> dict[str, tuple]:
     """Every split -> (model-ready sequences, labels)."""
-    vocab = token_vocab(pre).vocabulary_size
-    out = {}
-    for name, frame in ds.splits().items():
-        ids, _ = apply_preprocessor(pre, frame)
-        seqs = prepare_sequences(ids, trainer_cfg.get("max_len"), vocab, bigram_buckets(model_cfg),
-                                 trainer_cfg.get("truncate", "head"))
-        out[name] = (seqs, frame["label"].to_numpy())
-    return out
+    return {name: (encode_frame(pre, frame, model_cfg, trainer_cfg.get("max_len"), trainer_cfg.get("truncate", "head")),
+                   frame["label"].to_numpy()) for name, frame in ds.splits().items()}
 
 
 def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:

@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .models import featurize
+from .models import featurize, ngram_spec
 from .transforms import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- data
 def prepare_sequences(ids: Sequence[np.ndarray], max_len: int | None = None, vocab_size: int = 0,
-                      bigram_buckets: int = 0, truncate: str = "head") -> list[np.ndarray]:
-    """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add bigram ids."""
+                      bigram_buckets: int = 0, truncate: str = "head", ngrams: int = 2,
+                      unique: bool = False) -> list[np.ndarray]:
+    """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add hashed n-gram ids."""
     out = []
     for seq in ids:
         seq = np.asarray(seq, dtype=np.int32)
@@ -40,8 +41,18 @@ def prepare_sequences(ids: Sequence[np.ndarray], max_len: int | None = None, voc
             seq = seq[-max_len:] if truncate == "tail" else seq[:max_len]
         if len(seq) == 0:
             seq = np.array([UNK_ID], dtype=np.int32)
-        out.append(featurize(seq, vocab_size, bigram_buckets))
+        out.append(featurize(seq, vocab_size, bigram_buckets, ngrams, unique))
     return out
+
+
+def encode_frame(pre, frame, arch: Mapping, max_len: int | None = None, truncate: str = "head") -> list[np.ndarray]:
+    """Raw frame -> the id sequences that the network ``arch`` reads."""
+    from .transforms import apply_preprocessor, token_vocab
+
+    ids, _ = apply_preprocessor(pre, frame)
+    spec = ngram_spec(arch)
+    return prepare_sequences(ids, max_len, token_vocab(pre).vocabulary_size, spec["buckets"], truncate,
+                             spec["ngrams"], spec["unique"])
 
 
 def context(name: str | None) -> mx.Context:
@@ -155,8 +166,12 @@ def make_trainer(net, opt_cfg: Mapping, total_updates: int, params=None) -> gluo
         kwargs["momentum"] = float(opt_cfg.get("momentum", 0.9))
     if name in ("adam", "sgd", "adamw"):
         kwargs["lazy_update"] = bool(opt_cfg.get("lazy_update", True))
-    if name == "adamw":  # MXNet 1.9 has no separate AdamW; decoupled decay lives in the contrib optimizer
-        name = "adamw" if "adamw" in mx.optimizer.Optimizer.opt_registry else "adam"
+    if name == "adamw":
+        # MXNet 1.9 registers no AdamW; GluonNLP's BERTAdam is Adam with decoupled weight decay
+        # (AdamW). It updates sparse embedding gradients densely (correct, slower).
+        import gluonnlp  # noqa: F401 - registers "bertadam"
+
+        name = "bertadam"
         kwargs.pop("lazy_update", None)
     sched = lr_scheduler(opt_cfg, total_updates)
     if sched is not None:

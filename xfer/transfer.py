@@ -35,8 +35,8 @@ from .heads import catboost_embeddings, tfidf_lr
 from .models import bigram_buckets, build_model, initialize
 from .report import markdown_table
 from .tracking import NullTracker, flatten, tracked_run
-from .train import classification_metrics, context, fit, predict_proba, prepare_sequences, seed_everything
-from .transforms import apply_preprocessor, build_preprocessor, fit_preprocessor, token_vocab, tokens_of
+from .train import classification_metrics, context, encode_frame, fit, predict_proba, seed_everything
+from .transforms import build_preprocessor, fit_preprocessor, token_vocab, tokens_of
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,12 @@ def transplant(base: Bundle, vocab_size: int, hidden: str = "keep", seed: int = 
 
 
 # --------------------------------------------------------------------------- one repeat
-def _sequences(pre, frame, arch, trainer_cfg, vocab_size):
-    ids, _ = apply_preprocessor(pre, frame)
-    return prepare_sequences(ids, trainer_cfg.get("max_len"), vocab_size, bigram_buckets(arch),
-                             trainer_cfg.get("truncate", "head"))
+def _sequences(pre, frame, arch, trainer_cfg):
+    return encode_frame(pre, frame, arch, trainer_cfg.get("max_len"), trainer_cfg.get("truncate", "head"))
 
 
 def _train_net(net, pre, ds: Dataset, arch, trainer_cfg, opt_cfg, schedule, seed, tracker):
-    vocab = token_vocab(pre).vocabulary_size
-    seqs = {k: _sequences(pre, f, arch, trainer_cfg, vocab) for k, f in ds.splits().items()}
+    seqs = {k: _sequences(pre, f, arch, trainer_cfg) for k, f in ds.splits().items()}
     labels = {k: f["label"].to_numpy() for k, f in ds.splits().items()}
     set_lr_mult(net, schedule.lr_mults(net))
     history_trainable = []
@@ -306,8 +303,7 @@ def _tsne(cfg: Mapping, base: Bundle, transferred, ds: Dataset, out_dir: Path, s
         nets.append(("transferred", transferred[0], transferred[1], base.model_cfg["architecture"]))
     trainer_cfg = cfg["trainer"]
     for tag, net, pre, arch in nets:
-        vocab = token_vocab(pre).vocabulary_size
-        groups = {name: (layer_embeddings(net, _sequences(pre, f, arch, trainer_cfg, vocab), layer),
+        groups = {name: (layer_embeddings(net, _sequences(pre, f, arch, trainer_cfg), layer),
                          f["label"].to_numpy()) for name, f in zip(names, (src, tgt))}
         paths.append(tsne_plot(groups, out_dir / f"tsne_{tag}.png",
                                f"t-SNE of '{layer}' outputs, {tag} network", seed=seed))
