@@ -12,6 +12,7 @@ method, n_train and seed) and experiments/hotel_delhi_comparison.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -54,6 +55,7 @@ def main() -> None:
                 cfg = compose_config(overrides)
                 out_dir = Path(tmp) / f"s{seed}-n{n}-{sched}"
                 result = run_task(cfg, out_dir, make_tracker(cfg["tracking"]))
+                gc.collect()  # each job holds several networks and optimizer states
                 for r in result["records"]:
                     records.append({k: r[k] for k in ("method", "n_train", "seed", "test_roc_auc", "test_accuracy",
                                                       "test_f1", "train_seconds")})

@@ -148,14 +148,36 @@ def transplant(base: Bundle, vocab_size: int, hidden: str = "keep", seed: int = 
     return net
 
 
+def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:
+    """Initialise the fresh output layer by logistic regression on the hidden layer's
+    outputs over the training reviews (a linear probe, as in LP-FT: Kumar et al., 2022).
+
+    A randomly initialised head on strong transferred features starts with a random sign;
+    with a few hundred examples the first epochs cannot fix that, and early stopping may
+    even keep it. Returns the probe's training accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    feats = layer_embeddings(net, seqs, "hidden")
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    probe = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(feats, labels)
+    net.output.weight.set_data(probe.coef_.astype(np.float32))
+    net.output.bias.set_data(probe.intercept_.astype(np.float32))
+    return float(probe.score(feats, labels))
+
+
 # --------------------------------------------------------------------------- one repeat
 def _sequences(pre, frame, arch, trainer_cfg):
     return encode_frame(pre, frame, arch, trainer_cfg.get("max_len"), trainer_cfg.get("truncate", "head"))
 
 
-def _train_net(net, pre, ds: Dataset, arch, trainer_cfg, opt_cfg, schedule, seed, tracker):
+def _train_net(net, pre, ds: Dataset, arch, trainer_cfg, opt_cfg, schedule, seed, tracker, head_init="random"):
     seqs = {k: _sequences(pre, f, arch, trainer_cfg) for k, f in ds.splits().items()}
     labels = {k: f["label"].to_numpy() for k, f in ds.splits().items()}
+    if head_init == "probe":
+        tracker.log_metrics({"probe_train_accuracy": probe_init(net, seqs["train"], labels["train"], seed=seed)})
+    elif head_init != "random":
+        raise ConfigError(f"transfer.head_init: {head_init!r} must be probe or random")
     set_lr_mult(net, schedule.lr_mults(net))
     history_trainable = []
 
@@ -217,7 +239,8 @@ def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path
             schedule = make_schedule(sched_cfg, hidden_replaced=hidden == "replace")
             run.log_params({**flatten({"schedule": sched_cfg, "transfer": tcfg}), "vocab_size": vocab,
                             "vocab_new_tokens": n_new, "n_train": n_train, "seed": seed})
-            metrics, res, trained = _train_net(net, pre, ds, arch, trainer_cfg, opt_cfg, schedule, seed, run)
+            metrics, res, trained = _train_net(net, pre, ds, arch, trainer_cfg, opt_cfg, schedule, seed, run,
+                                               head_init=str(tcfg.get("head_init", "probe")))
             run.log_metrics(metrics)
             run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
                          "schedule.json")
