@@ -136,3 +136,18 @@ def test_embed_cli_bad_bundle(tmp_path, capsys):
     assert embed_main(["--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "x.npy")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no such bundle" in err and "\n" not in err
+
+
+def test_probe_init_fits_the_fresh_head(base, imdb_slice):
+    from xfer.train import classification_metrics, predict_proba
+    from xfer.transfer import probe_init
+
+    seqs = base.sequences(imdb_slice)
+    y = (imdb_slice["label"] == "pos").to_numpy().astype(int)
+    before = base.net.output.weight.data().asnumpy().copy()
+    acc = probe_init(base.net, seqs, y, C=10.0)
+    assert not np.array_equal(before, base.net.output.weight.data().asnumpy())
+    # the network's own output now is that logistic regression on its hidden layer
+    p = predict_proba(base.net, seqs)
+    assert classification_metrics(y, p)["accuracy"] == pytest.approx(acc, abs=1e-9)
+    assert acc > 0.5  # random base features: weak, but the probe is better than chance
