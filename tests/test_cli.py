@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-QUICK = ["+experiment=imdb_base", "data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
+QUICK = ["+experiment=imdb_base", "model=pool", "data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
          "trainer.progress=false"]
 
 

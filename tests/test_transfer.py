@@ -86,7 +86,7 @@ def test_summarise_means_and_std():
 
 
 # ---------------------------------------------------------------- end to end, as a user runs it
-SMALL = ["+experiment=hotel_transfer", "base.data.limit=400", "trainer.max_epochs=1", "trainer.progress=false",
+SMALL = ["+experiment=hotel_transfer", "model=pool", "base.data.limit=400", "trainer.max_epochs=1", "trainer.progress=false",
          "model.encoder.bigram_buckets=5000", "transfer.trainer.max_epochs=2", "transfer.repeats=2",
          "transfer.tsne.n_per_domain=60", "heads.catboost.iterations=30"]
 
@@ -151,3 +151,18 @@ def test_probe_init_fits_the_fresh_head(base, imdb_slice):
     p = predict_proba(base.net, seqs)
     assert classification_metrics(y, p)["accuracy"] == pytest.approx(acc, abs=1e-9)
     assert acc > 0.5  # random base features: weak, but the probe is better than chance
+
+
+@pytest.mark.parametrize("experiment", ["hotel_transfer", "hotel_delhi_transfer"])
+def test_transfer_experiments_find_the_imdb_base_run(experiment):
+    """`+experiment=imdb_base` and the transfer experiments describe the same base network,
+    so a transfer job reuses the base that imdb_base trained (and a change does not)."""
+    from xfer.config import compose_config
+    from xfer.tasks import base_fingerprint
+    from xfer.transfer import base_config
+
+    base = compose_config(["+experiment=imdb_base"])
+    transfer = compose_config([f"+experiment={experiment}", "trainer.progress=false", "seed=3"])
+    assert base_fingerprint(base) == base_fingerprint(base_config(transfer))
+    changed = compose_config([f"+experiment={experiment}", "optimizer.lr=0.01"])
+    assert base_fingerprint(base) != base_fingerprint(base_config(changed))
