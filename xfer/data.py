@@ -8,6 +8,7 @@ the column/row and the problem.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -64,6 +65,14 @@ class Dataset:
 
 # --------------------------------------------------------------------------- reading
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file; remembered per (path, size, mtime), so jobs in one process hash
+    the 100 MB of IMDB once."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, chunk)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int, chunk: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

@@ -156,7 +156,7 @@ def lr_scheduler(opt_cfg: Mapping, total_updates: int):
     raise ConfigError(f"optimizer.lr_schedule.type: unknown schedule {kind!r} (constant | cosine | step)")
 
 
-def make_trainer(net, opt_cfg: Mapping, total_updates: int, params=None) -> gluon.Trainer:
+def make_trainer(net, opt_cfg: Mapping, total_updates: int) -> gluon.Trainer:
     name = str(opt_cfg.get("name", "adam")).lower()
     if name not in ("adam", "sgd", "adamw", "nag", "adagrad", "rmsprop"):
         raise ConfigError(f"optimizer.name: unknown optimizer {name!r} (adam | adamw | sgd)")
@@ -176,7 +176,7 @@ def make_trainer(net, opt_cfg: Mapping, total_updates: int, params=None) -> gluo
     sched = lr_scheduler(opt_cfg, total_updates)
     if sched is not None:
         kwargs["lr_scheduler"] = sched
-    return gluon.Trainer(params if params is not None else net.collect_params(), name, kwargs,
+    return gluon.Trainer(net.collect_params(), name, kwargs,
                          kvstore=None, update_on_kvstore=False)
 
 
@@ -202,7 +202,7 @@ def seed_everything(seed: int) -> None:
 def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
         val: tuple[Sequence[np.ndarray], np.ndarray], trainer_cfg: Mapping, opt_cfg: Mapping,
         seed: int = 0, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        trainer: gluon.Trainer | None = None, before_epoch: Callable[[int], None] | None = None) -> FitResult:
+        before_epoch: Callable[[int], None] | None = None) -> FitResult:
     """Train ``net`` (already initialised) and restore its best epoch by validation ROC-AUC."""
     x_train, y_train = train
     x_val, y_val = val
@@ -216,7 +216,7 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
     if len(x_train) == 0:
         raise ConfigError("no training examples")
     steps_per_epoch = math.ceil(len(x_train) / batch_size) + num_buckets
-    trainer = trainer or make_trainer(net, opt_cfg, steps_per_epoch * max_epochs)
+    trainer = make_trainer(net, opt_cfg, steps_per_epoch * max_epochs)
     loss_fn = gluon.loss.SigmoidBinaryCrossEntropyLoss()
     if trainer_cfg.get("hybridize", True):
         net.hybridize(static_alloc=True, static_shape=False)

@@ -274,7 +274,6 @@ def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path
             run.log_params({**flatten({"head": hcfg}), "n_train": n_train, "seed": seed,
                             "categorical": ",".join(ds.categorical)})
             metrics = catboost_embeddings(feats, ds.splits(), ds.categorical, hcfg, seed)
-            metrics["val_roc_auc"] = metrics.pop("val_roc_auc")
             run.log_metrics(metrics)
             record("catboost_embeddings", metrics, run)
 
@@ -344,8 +343,7 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
         raise ConfigError("transfer.repeats must be >= 1")
     seed_everything(seed)
     splits = [load_dataset(cfg["data"], seed=seed + r) for r in range(repeats)]  # validate before any run
-    base_cfg = base_config(cfg)
-    dataset_checksum(base_cfg["data"])  # base data must exist even when the base is reused
+    dataset_checksum(base_config(cfg)["data"])  # the base data must exist (t-SNE reads it) even when reused
     base, base_info = obtain_base(cfg, out_dir, tracker)
     oov = token_vocab(base.preprocessor).oov_rate(tokens_of(base.preprocessor, splits[0].train["text"]))
     log.info("target %s: OOV rate under the base vocabulary %.2f%%", splits[0].name, 100 * oov)
