@@ -130,6 +130,11 @@ def test_hotel_transfer_end_to_end_reuses_the_base(tmp_path):
     assert embed_main(["--bundle", str(bundle), "--data", "hotel", "--layer", "hidden", "--out", str(out)]) == 0
     frame = pd.read_parquet(out)
     assert len(frame) == 100 and frame.shape[1] == 2 + 64
+    # ... and on the base, named by its MLflow run id
+    npy = tmp_path / "base.npy"
+    assert embed_main(["--bundle", bases[0].info.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                       "--data", "hotel", "--layer", "encoder", "--split", "all", "--out", str(npy)]) == 0
+    assert np.load(npy).shape[0] == 499
 
 
 def test_embed_cli_bad_bundle(tmp_path, capsys):

@@ -102,17 +102,9 @@ def resolve_bundle(ref: str, tracking_uri: str | None = None):
     import re
 
     if ref.startswith(("runs:/", "models:/")) or re.fullmatch(r"[0-9a-f]{32}", ref):
-        import mlflow
+        from .tracking import download_artifacts
 
-        from .tracking import tracking_uri as default_uri
-
-        mlflow.set_tracking_uri(tracking_uri or default_uri())
-        uri = ref if "/" in ref else f"runs:/{ref}/bundle"
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing run
-            raise XferError(f"{ref}: cannot fetch bundle from MLflow ({' '.join(str(e).split())[:200]})") from None
-        return load_bundle(local)
+        return load_bundle(download_artifacts(ref if "/" in ref else f"runs:/{ref}/bundle", tracking_uri))
     raise XferError(f"{ref}: no such bundle directory or MLflow run")
 
 

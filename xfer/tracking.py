@@ -183,6 +183,19 @@ def _param_value(v: Any) -> str:
     return s if len(s) <= MAX_PARAM_LEN else s[: MAX_PARAM_LEN - 3] + "..."
 
 
+def download_artifacts(artifact_uri: str, uri: str | None = None) -> str:
+    """Fetch ``runs:/<id>/<path>`` or ``models:/<name>/<version>`` to a local directory."""
+    import mlflow
+
+    from .errors import XferError
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri)
+    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing run
+        raise XferError(f"{artifact_uri}: cannot fetch from MLflow ({' '.join(str(e).split())[:200]})") from None
+
+
 def make_tracker(cfg: Mapping | None) -> NullTracker:
     """``tracking`` config -> a tracker (``enabled: false`` gives the in-memory one)."""
     cfg = dict(cfg or {})
