@@ -44,6 +44,19 @@ def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) ->
                    frame["label"].to_numpy()) for name, frame in ds.splits().items()}
 
 
+def fit_and_test(net, splits: Mapping[str, tuple], trainer_cfg: Mapping, opt_cfg: Mapping, seed: int,
+                 tracker: NullTracker, before_epoch=None) -> tuple[dict, Any]:
+    """Train on ``splits["train"]`` with early stopping on ``splits["val"]``, logging each epoch,
+    then score ``splits["test"]``. Returns (test_* metrics + train_seconds, FitResult)."""
+    res = fit(net, splits["train"], splits["val"], trainer_cfg, opt_cfg, seed=seed,
+              on_epoch=lambda e, m: tracker.log_metrics(m, step=e), before_epoch=before_epoch)
+    p_test = predict_proba(net, splits["test"][0], ctx=context(trainer_cfg.get("ctx")))
+    metrics = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], p_test).items()}
+    metrics.update({"train_seconds": res.train_seconds, "best_epoch": res.best_epoch + 1,
+                    "best_val_roc_auc": res.best_val_roc_auc})
+    return metrics, res
+
+
 def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
     """Fit preprocessing and a network on ``cfg.data``, evaluate on its test split,
     save a bundle and track the run. Returns the test metrics and where things went."""
@@ -71,12 +84,9 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
         tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
         tracker.log_params({"vocab_size": vocab, **{f"rows.{k}": len(v[0]) for k, v in splits.items()},
                             **{f"params.{k}": v for k, v in layer_param_counts(net).items()}})
-        res = fit(net, splits["train"], splits["val"], cfg["trainer"], cfg["optimizer"], seed=seed,
-                  on_epoch=lambda e, m: tracker.log_metrics(m, step=e))
-        p_test = predict_proba(net, splits["test"][0], ctx=context(cfg["trainer"].get("ctx")))
-        test = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], p_test).items()}
-        final = {**test, "train_seconds": res.train_seconds, "preprocess_seconds": prep_seconds,
-                 "best_epoch": res.best_epoch + 1, "best_val_roc_auc": res.best_val_roc_auc}
+        final, res = fit_and_test(net, splits, cfg["trainer"], cfg["optimizer"], seed, tracker)
+        final["preprocess_seconds"] = prep_seconds
+        test = {k: v for k, v in final.items() if k.startswith("test_")}
         tracker.log_metrics(final)
         out_dir.mkdir(parents=True, exist_ok=True)
         bundle = save_bundle(out_dir / "bundle", net, pre, cfg["model"], vocab, labels,

@@ -35,7 +35,7 @@ from .heads import catboost_embeddings, tfidf_lr
 from .models import bigram_buckets, build_model, initialize
 from .report import markdown_table
 from .tracking import NullTracker, flatten, tracked_run
-from .train import classification_metrics, context, encode_frame, fit, predict_proba, seed_everything
+from .train import context, encode_frame, seed_everything
 from .transforms import build_preprocessor, fit_preprocessor, token_vocab, tokens_of
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,12 @@ def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:
 
 
 # --------------------------------------------------------------------------- one repeat
-def _sequences(pre, frame, arch, trainer_cfg):
-    return encode_frame(pre, frame, arch, trainer_cfg.get("max_len"), trainer_cfg.get("truncate", "head"))
-
-
 def _train_net(net, pre, ds: Dataset, arch, trainer_cfg, opt_cfg, schedule, seed, tracker, head_init="random"):
-    seqs = {k: _sequences(pre, f, arch, trainer_cfg) for k, f in ds.splits().items()}
-    labels = {k: f["label"].to_numpy() for k, f in ds.splits().items()}
+    from .tasks import encode_splits, fit_and_test
+
+    splits = encode_splits(pre, ds, arch, trainer_cfg)
     if head_init == "probe":
-        tracker.log_metrics({"probe_train_accuracy": probe_init(net, seqs["train"], labels["train"], seed=seed)})
+        tracker.log_metrics({"probe_train_accuracy": probe_init(net, *splits["train"], seed=seed)})
     elif head_init != "random":
         raise ConfigError(f"transfer.head_init: {head_init!r} must be probe or random")
     set_lr_mult(net, schedule.lr_mults(net))
@@ -186,12 +183,7 @@ def _train_net(net, pre, ds: Dataset, arch, trainer_cfg, opt_cfg, schedule, seed
         history_trainable.append(on)
         log.info("epoch %d trains: %s", epoch + 1, ", ".join(on))
 
-    res = fit(net, (seqs["train"], labels["train"]), (seqs["val"], labels["val"]), trainer_cfg, opt_cfg,
-              seed=seed, on_epoch=lambda e, m: tracker.log_metrics(m, step=e), before_epoch=before)
-    p = predict_proba(net, seqs["test"], ctx=context(trainer_cfg.get("ctx")))
-    metrics = {f"test_{k}": v for k, v in classification_metrics(labels["test"], p).items()}
-    metrics.update({"train_seconds": res.train_seconds, "best_epoch": res.best_epoch + 1,
-                    "val_roc_auc": res.best_val_roc_auc})
+    metrics, res = fit_and_test(net, splits, trainer_cfg, opt_cfg, seed, tracker, before_epoch=before)
     return metrics, res, history_trainable
 
 
@@ -325,7 +317,8 @@ def _tsne(cfg: Mapping, base: Bundle, transferred, ds: Dataset, out_dir: Path, s
         nets.append(("transferred", transferred[0], transferred[1], base.model_cfg["architecture"]))
     trainer_cfg = cfg["trainer"]
     for tag, net, pre, arch in nets:
-        groups = {name: (layer_embeddings(net, _sequences(pre, f, arch, trainer_cfg), layer),
+        groups = {name: (layer_embeddings(net, encode_frame(pre, f, arch, trainer_cfg.get("max_len"),
+                                                            trainer_cfg.get("truncate", "head")), layer),
                          f["label"].to_numpy()) for name, f in zip(names, (src, tgt))}
         paths.append(tsne_plot(groups, out_dir / f"tsne_{tag}.png",
                                f"t-SNE of '{layer}' outputs, {tag} network", seed=seed))
@@ -379,6 +372,6 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
         parent.set_tags({"xfer.best_method": str(best["method"])})
     print(f"\n{note}{table}")
     transfer_rows = [r for r in records if r["method"].startswith("transfer")]
-    objective = float(np.mean([r["val_roc_auc"] for r in transfer_rows])) if transfer_rows else None
+    objective = float(np.mean([r["best_val_roc_auc"] for r in transfer_rows])) if transfer_rows else None
     return {"records": records, "summary": summary, "run_id": tracker.run_id, "objective": objective,
             "comparison": str(out_dir / "comparison.md"), "base": base_info}
