@@ -263,11 +263,11 @@ def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- splitting
-def _stratified_take(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+def _stratified_take(frame: pd.DataFrame, n: int | None, seed: int, field: str = "data.limit") -> pd.DataFrame:
     if n is None or n >= len(frame):
         return frame
     if n <= 0:
-        raise ConfigError(f"requested a subset of {n} rows; it must be positive")
+        raise ConfigError(f"{field}: {n} rows requested; it must be a positive number")
     counts = frame["label"].value_counts()
     strat = frame["label"] if counts.min() >= 2 and n >= len(counts) else None
     part, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=strat)
@@ -326,11 +326,11 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
             raise DataError(f"{cfg.get('name', 'data')}: a split holds only one class; "
                             "the data needs both labels")
     limit = cfg.get("limit")
-    if limit:
+    if limit is not None:
         train, val, test = (_stratified_take(f, int(limit), seed) for f in (train, val, test))
     n_train = cfg.get("n_train")
-    if n_train:
-        train = _stratified_take(train, int(n_train), seed)
+    if n_train is not None:
+        train = _stratified_take(train, int(n_train), seed, "data.n_train")
     cats = list(_categorical_spec(cfg))
     info = {"n_train": len(train), "n_val": len(val), "n_test": len(test),
             "pos_rate_train": float(train["label"].mean())}

@@ -24,11 +24,13 @@ register_resolvers()
 
 def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Run the configured task with tracking; raises XferError on bad input."""
+    from .sweep import sweep_context
     from .tasks import run_task
     from .tracking import make_tracker
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     tracker = make_tracker(plain.get("tracking"))
+    tracker.default_parent, tracker.default_tags = sweep_context()
     result = run_task(plain, out_dir, tracker)
     log.info("run: %s", tracker.location)
     log.info("artifacts: %s", getattr(tracker, "artifact_uri", None) or out_dir)
@@ -41,12 +43,15 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    hc = HydraConfig.get()
     try:
-        out_dir = HydraConfig.get().runtime.output_dir
-        result = execute(cfg, out_dir)
+        result = execute(cfg, hc.runtime.output_dir)
     except XferError as e:
         print(f"error: {e}", file=sys.stderr)
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job; the other jobs of the sweep go on
         sys.exit(2)
     return result.get("objective")
 

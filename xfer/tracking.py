@@ -45,6 +45,9 @@ class NullTracker:
         self.tags: dict[str, str] = {}
         self.status: str | None = None
         self.run_id: str | None = None
+        #: parent and tags every run started by this tracker gets (set for sweep jobs)
+        self.default_parent: str | None = None
+        self.default_tags: dict[str, str] = {}
 
     @property
     def location(self) -> str:
@@ -53,7 +56,7 @@ class NullTracker:
     def start(self, run_name: str, tags: Mapping[str, str] | None = None,
               parent_run_id: str | None = None) -> str:
         self.run_id = "local"
-        self.tags.update(tags or {})
+        self.tags.update({**self.default_tags, **(tags or {})})
         return self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -119,7 +122,8 @@ class MlflowTracker(NullTracker):
 
     def start(self, run_name: str, tags: Mapping[str, str] | None = None,
               parent_run_id: str | None = None) -> str:
-        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        all_tags = {k: str(v) for k, v in {**self.default_tags, **(tags or {})}.items()}
+        parent_run_id = parent_run_id or self.default_parent
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)

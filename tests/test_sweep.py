@@ -1,0 +1,48 @@
+"""Hydra multiruns on the joblib launcher: one MLflow parent per sweep, every job a child."""
+import subprocess
+import sys
+
+JOB = ["+experiment=imdb_base", "model=pool", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
+       "trainer.progress=false", "hydra.launcher.n_jobs=2"]
+
+
+def _sweep(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *JOB,
+           *overrides]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def _runs(tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_four_jobs_on_two_workers_are_children_of_one_parent(tmp_path):
+    proc = _sweep(tmp_path, "data.limit=150", "seed=0,1,2,3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2,backend=loky" in proc.stdout + proc.stderr
+    runs = _runs(tmp_path)
+    [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 5 and len(children) == 4
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 4
+    assert all(r.info.status == "FINISHED" and "test_roc_auc" in r.data.metrics for r in children)
+    assert {r.data.tags["xfer.job_num"] for r in children} == {"0", "1", "2", "3"}
+    assert {r.data.tags["xfer.sweep_id"] for r in children} == {parent.data.tags["xfer.sweep_id"]}
+    assert {r.data.params["seed"] for r in children} == {"0", "1", "2", "3"}
+    assert len({r.info.run_id for r in children}) == 4
+    assert sorted(p.name for p in tmp_path.glob("multirun/*/*/*") if p.is_dir()) == ["0", "1", "2", "3"]
+
+
+def test_a_failing_job_does_not_stop_the_others_and_fails_the_parent(tmp_path):
+    proc = _sweep(tmp_path, "data.limit=150,-5,100")
+    assert proc.returncode != 0
+    assert "error: data.limit: -5 rows requested; it must be a positive number" in proc.stderr
+    runs = _runs(tmp_path)
+    [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["jobs_finished"] == 2 and parent.data.metrics["jobs_failed"] == 1
+    [failed] = [r for r in runs if r.info.status == "FAILED" and r.info.run_id != parent.info.run_id]
+    assert failed.data.tags["xfer.job_num"] == "1" and "data.limit" in failed.data.tags["xfer.error"]

@@ -1,0 +1,104 @@
+"""Hydra multirun support: one MLflow parent run per sweep, every job a child run.
+
+``SweepCallback`` runs in the launching process. Before any job starts it creates the
+MLflow experiment (running the sqlite schema migration once, not in racing workers) and
+a parent run, and passes the parent's id to the jobs through the environment, which the
+joblib launcher's worker processes inherit. When the sweep ends it records how many
+children finished and failed on the parent run.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+ENV_PARENT = "XFER_SWEEP_PARENT_RUN"
+ENV_SWEEP = "XFER_SWEEP_ID"
+
+
+class SweepCallback(Callback):
+    """Parent run per sweep; a job that fails before or during its run leaves a FAILED child
+    run with the error, and the parent ends FAILED when any job failed (also when Hydra aborts
+    the sweep on a failed job: an exit hook closes it)."""
+
+    def __init__(self) -> None:
+        self.tracker = None
+        self.started = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .config import register_resolvers
+        from .tracking import make_tracker
+
+        register_resolvers()
+        tracking = OmegaConf.to_container(config.tracking, resolve=True)
+        if not tracking.get("enabled", True):
+            return
+        self.tracker = make_tracker(tracking)
+        sweep_id = uuid.uuid4().hex[:12]
+        overrides = " ".join(config.hydra.overrides.task)
+        self.tracker.start(f"sweep-{sweep_id}", {"xfer.task": "sweep", "xfer.sweep_id": sweep_id,
+                                                  "xfer.sweep_overrides": overrides[:5000]})
+        os.environ[ENV_PARENT] = self.tracker.run_id
+        os.environ[ENV_SWEEP] = sweep_id
+        self.started = time.perf_counter()
+        atexit.register(self._finish)
+        log.info("sweep %s: MLflow parent run %s", sweep_id, self.tracker.run_id)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """Runs in the job's process: a failed job gets a FAILED child run naming the error."""
+        from hydra.core.utils import JobStatus
+
+        parent = os.environ.get(ENV_PARENT)
+        if not parent or job_return.status != JobStatus.FAILED:
+            return
+        from .tracking import make_tracker
+
+        err = job_return._return_value
+        tracker = make_tracker(OmegaConf.to_container(config.tracking, resolve=True))
+        tracker.default_parent, tracker.default_tags = sweep_context()
+        tracker.start(f"job-{config.hydra.job.num}-failed",
+                      {"xfer.error": " ".join(f"{type(err).__name__}: {err}".split())[:5000]})
+        tracker.end("FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.tracker is None:
+            return
+        children = self.tracker.find_runs(f"tags.`mlflow.parentRunId` = '{self.tracker.run_id}'")
+        counts = {"FINISHED": 0, "FAILED": 0, "RUNNING": 0}
+        for r in children:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        self.tracker.log_metrics({"jobs_finished": counts["FINISHED"], "jobs_failed": counts["FAILED"],
+                                  "jobs_unfinished": counts.get("RUNNING", 0) + counts.get("SCHEDULED", 0),
+                                  "wall_seconds": time.perf_counter() - self.started})
+        self.tracker.end("FINISHED" if counts["FAILED"] == 0 and counts.get("RUNNING", 0) == 0 else "FAILED")
+        self.tracker = None
+        for key in (ENV_PARENT, ENV_SWEEP):
+            os.environ.pop(key, None)
+
+
+def sweep_context() -> tuple[str | None, dict[str, str]]:
+    """(parent run id, tags) for a job of the current sweep, or (None, {}) outside one."""
+    parent = os.environ.get(ENV_PARENT)
+    if not parent:
+        return None, {}
+    tags = {"xfer.sweep_id": os.environ.get(ENV_SWEEP, "")}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        tags["xfer.overrides"] = " ".join(hc.overrides.task)[:5000]
+        tags["xfer.job_num"] = str(hc.job.num)
+    except ValueError:  # not inside a Hydra job
+        pass
+    return parent, tags
