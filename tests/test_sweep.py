@@ -46,3 +46,19 @@ def test_a_failing_job_does_not_stop_the_others_and_fails_the_parent(tmp_path):
     assert parent.data.metrics["jobs_finished"] == 2 and parent.data.metrics["jobs_failed"] == 1
     [failed] = [r for r in runs if r.info.status == "FAILED" and r.info.run_id != parent.info.run_id]
     assert failed.data.tags["xfer.job_num"] == "1" and "data.limit" in failed.data.tags["xfer.error"]
+
+
+def test_parallel_transfer_jobs_train_the_base_once(tmp_path):
+    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+           "+experiment=hotel_transfer", "model=pool", "base.data.limit=300", "trainer.max_epochs=1",
+           "model.encoder.bigram_buckets=1000", "trainer.progress=false", "transfer.repeats=1",
+           "transfer.trainer.max_epochs=1", "transfer.methods=[transfer]", "transfer.tsne.enabled=false",
+           "schedule=frozen,gradual,full", "hydra.launcher.n_jobs=2"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = _runs(tmp_path)
+    bases = [r for r in runs if r.data.tags.get("xfer.task") == "train"]
+    assert len(bases) == 1  # two workers started at once; the second waited for the lock and reused it
+    methods = sorted(r.data.tags["xfer.method"] for r in runs if r.data.tags.get("xfer.method", "").startswith("transfer_"))
+    assert methods == ["transfer_frozen", "transfer_full", "transfer_gradual"]
+    assert all(r.info.status == "FINISHED" for r in runs)
