@@ -1,4 +1,4 @@
-"""Plots and tables made from training results (no MLflow calls here)."""
+"""Plots and tables made from training results; the report CLI reads runs through xfer.tracking."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,3 +42,125 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- learning curves
+def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
+    """MLflow child runs of transfer jobs (tags xfer.method / xfer.n_train / xfer.seed) -> records."""
+    out = []
+    for r in runs:
+        tags, metrics = r["tags"], r["metrics"]
+        method = tags.get("xfer.method")
+        if not method or method == "comparison" or "test_roc_auc" not in metrics or "xfer.n_train" not in tags:
+            continue
+        out.append({"method": method, "n_train": int(tags["xfer.n_train"]), "seed": int(tags.get("xfer.seed", 0)),
+                    "test_roc_auc": float(metrics["test_roc_auc"]),
+                    "test_accuracy": float(metrics.get("test_accuracy", float("nan"))), "run_id": r["run_id"]})
+    return out
+
+
+def learning_curve_summary(records: Sequence[Mapping]):
+    """Mean, std and count of test ROC-AUC per (method, n_train)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(records)
+    return (frame.groupby(["method", "n_train"])["test_roc_auc"].agg(["mean", "std", "count"]).reset_index()
+            .sort_values(["n_train", "mean"], ascending=[True, False]).reset_index(drop=True))
+
+
+def crossover(summary, method_prefix: str = "transfer", others=("scratch", "tfidf_lr")) -> dict[str, str]:
+    """For each control: the smallest n_train from which the best transfer schedule no longer
+    beats it (mean test ROC-AUC), or a sentence saying it wins everywhere measured."""
+    result = {}
+    ns = sorted(summary["n_train"].unique())
+    for other in others:
+        lost = []
+        for n in ns:
+            at = summary[summary["n_train"] == n]
+            tr = at[at["method"].str.startswith(method_prefix)]["mean"]
+            ctl = at[at["method"] == other]["mean"]
+            if len(tr) and len(ctl) and tr.max() <= ctl.iloc[0]:
+                lost.append(n)
+        result[other] = (f"transfer stops beating {other} at n_train = {lost[0]}" if lost
+                         else f"transfer beats {other} at every measured n_train ({', '.join(map(str, ns))})")
+    return result
+
+
+def learning_curve_plot(summary, path: str | Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for method, part in summary.groupby("method"):
+        part = part.sort_values("n_train")
+        std = part["std"].fillna(0.0)
+        ax.plot(part["n_train"], part["mean"], marker="o", label=method,
+                linestyle="-" if method.startswith("transfer") else "--")
+        ax.fill_between(part["n_train"], part["mean"] - std, part["mean"] + std, alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training reviews (n_train, log scale)")
+    ax.set_ylabel("test ROC-AUC (mean +- std over seeds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xfer.report --tracking-uri URI [--filter F] [--parent RUN_ID] --out DIR/NAME``"""
+    import argparse
+    import json
+    import sys
+
+    from .errors import XferError
+    from .tracking import MlflowTracker
+
+    ap = argparse.ArgumentParser(prog="python -m xfer.report", description="learning-curve report from MLflow runs")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--experiment", default="xfer")
+    ap.add_argument("--filter", default="", help="extra MLflow filter, e.g. \"tags.`xfer.data` = 'hotel_delhi'\"")
+    ap.add_argument("--parent", default=None, help="log the report on this (sweep) run")
+    ap.add_argument("--out", required=True, help="path prefix: writes <out>.png, <out>.md, <out>.json")
+    ap.add_argument("--title", default="Transfer vs controls by labelled data")
+    args = ap.parse_args(argv)
+    try:
+        tracker = MlflowTracker(args.tracking_uri, args.experiment)
+        flt = "attributes.status = 'FINISHED' and tags.`xfer.task` = 'transfer'"
+        records = runs_to_records(tracker.find_runs(f"{flt} and {args.filter}" if args.filter else flt))
+        if not records:
+            raise XferError(f"{tracker.uri}: no finished transfer runs match (experiment {args.experiment!r})")
+        summary = learning_curve_summary(records)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        png = learning_curve_plot(summary, out.with_suffix(".png"), args.title)
+        verdicts = crossover(summary)
+        rows = [{"n_train": int(r.n_train), "method": r.method, "seeds": int(r["count"]),
+                 "test_roc_auc": float(r["mean"]), "std": float(r["std"]) if r["count"] > 1 else 0.0}
+                for _, r in summary.iterrows()]
+        command = "python -m xfer.report " + " ".join(sys.argv[1:] if argv is None else argv)
+        md = (f"Command: `{command}`\n\n" + "\n".join(f"- {v}" for v in verdicts.values()) + "\n\n"
+              + markdown_table(rows, ["n_train", "method", "seeds", "test_roc_auc", "std"])
+              + f"\n![learning curve]({png.name})\n")
+        out.with_suffix(".md").write_text(md)
+        out.with_suffix(".json").write_text(json.dumps({"command": command, "verdicts": verdicts,
+                                                        "records": records}, indent=2) + "\n")
+        if args.parent:
+            parent = tracker.child()
+            parent.run_id = args.parent
+            for suffix in (".png", ".md", ".json"):
+                parent.log_artifact(out.with_suffix(suffix))
+    except XferError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+from xfer.report import main as report_main
+from xfer.tracking import MlflowTracker, tracked_run
+
+# mean test ROC-AUC by (method, n_train): transfer leads at 100, ties scratch at 1000
+CURVE = {("transfer_gradual", 100): 0.83, ("scratch", 100): 0.70, ("tfidf_lr", 100): 0.76,
+         ("transfer_gradual", 1000): 0.84, ("scratch", 1000): 0.85, ("tfidf_lr", 1000): 0.83}
+
+
+def test_learning_curve_report_from_mlflow_runs(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "xfer")
+    with tracked_run(tracker, "sweep", {"xfer.task": "sweep"}):
+        pass
+    for (method, n), auc in CURVE.items():
+        for seed, delta in ((0, -0.01), (1, 0.01)):
+            run = tracker.child()
+            with tracked_run(run, f"{method}-{n}-{seed}", {"xfer.task": "transfer", "xfer.method": method,
+                                                            "xfer.n_train": str(n), "xfer.seed": str(seed)}):
+                run.log_metrics({"test_roc_auc": auc + delta, "test_accuracy": 0.7})
+    out = tmp_path / "report" / "lc"
+    assert report_main(["--tracking-uri", uri, "--out", str(out), "--parent", tracker.run_id]) == 0
+    md = (tmp_path / "report" / "lc.md").read_text()
+    assert "transfer stops beating scratch at n_train = 1000" in md
+    assert "transfer beats tfidf_lr at every measured n_train (100, 1000)" in md
+    assert "| 100 | transfer_gradual | 2 | 0.8300 | 0.0141 |" in md
+    assert (tmp_path / "report" / "lc.png").stat().st_size > 10_000
+    logged = {a.path for a in tracker.client.list_artifacts(tracker.run_id)}
+    assert {"lc.png", "lc.md", "lc.json"} <= logged
+    capsys.readouterr()
+    assert report_main(["--tracking-uri", uri, "--filter", "tags.`xfer.data` = 'nothing'", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no finished transfer runs match" in err
