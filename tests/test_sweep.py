@@ -62,3 +62,23 @@ def test_parallel_transfer_jobs_train_the_base_once(tmp_path):
     methods = sorted(r.data.tags["xfer.method"] for r in runs if r.data.tags.get("xfer.method", "").startswith("transfer_"))
     assert methods == ["transfer_frozen", "transfer_full", "transfer_gradual"]
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_learning_curve_sweep_and_report(tmp_path):
+    from xfer.report import main as report_main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri={uri}", "+experiment=learning_curve",
+           "model=pool", "base.data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
+           "trainer.progress=false", "transfer.trainer.max_epochs=1", "heads.catboost.iterations=20",
+           "data.n_train=50,100", "schedule=frozen,gradual", "seed=0"]  # the command line narrows the sweep
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = _runs(tmp_path)
+    [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+    assert parent.data.metrics["jobs_finished"] == 4
+    out = tmp_path / "lc"
+    assert report_main(["--tracking-uri", uri, "--out", str(out), "--parent", parent.info.run_id]) == 0
+    md = out.with_suffix(".md").read_text()
+    for method in ("transfer_frozen", "transfer_gradual", "scratch", "catboost_embeddings", "tfidf_lr"):
+        assert f"| 50 | {method} | 1 |" in md and f"| 100 | {method} | 1 |" in md  # controls counted once

@@ -46,13 +46,19 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------- learning curves
 def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
-    """MLflow child runs of transfer jobs (tags xfer.method / xfer.n_train / xfer.seed) -> records."""
-    out = []
+    """MLflow child runs of transfer jobs (tags xfer.method / xfer.n_train / xfer.seed) -> records,
+    one per (method, n_train, seed): the newest wins (``runs`` come newest first), so controls that
+    several jobs of a sweep ran on the same split count once."""
+    out, seen = [], set()
     for r in runs:
         tags, metrics = r["tags"], r["metrics"]
         method = tags.get("xfer.method")
         if not method or method == "comparison" or "test_roc_auc" not in metrics or "xfer.n_train" not in tags:
             continue
+        key = (method, int(tags["xfer.n_train"]), int(tags.get("xfer.seed", 0)))
+        if key in seen:
+            continue
+        seen.add(key)
         out.append({"method": method, "n_train": int(tags["xfer.n_train"]), "seed": int(tags.get("xfer.seed", 0)),
                     "test_roc_auc": float(metrics["test_roc_auc"]),
                     "test_accuracy": float(metrics.get("test_accuracy", float("nan"))), "run_id": r["run_id"]})
