@@ -78,7 +78,9 @@ def test_learning_curve_sweep_and_report(tmp_path):
     [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
     assert parent.data.metrics["jobs_finished"] == 4
     out = tmp_path / "lc"
-    assert report_main(["--tracking-uri", uri, "--out", str(out), "--parent", parent.info.run_id]) == 0
+    sweep = parent.data.tags["xfer.sweep_id"]
+    assert report_main(["--tracking-uri", uri, "--filter", f"tags.`xfer.sweep_id` = '{sweep}'", "--out", str(out),
+                        "--parent", parent.info.run_id]) == 0
     md = out.with_suffix(".md").read_text()
     for method in ("transfer_frozen", "transfer_gradual", "scratch", "catboost_embeddings", "tfidf_lr"):
         assert f"| 50 | {method} | 1 |" in md and f"| 100 | {method} | 1 |" in md  # controls counted once

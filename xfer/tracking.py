@@ -85,8 +85,11 @@ class NullTracker:
         return []
 
     def child(self) -> "NullTracker":
-        """A fresh tracker for another run in the same store and experiment."""
-        return NullTracker()
+        """A fresh tracker for another run in the same store and experiment (it keeps the
+        default tags, e.g. the sweep id, so runs nested under a sweep job carry them too)."""
+        other = NullTracker()
+        other.default_tags = dict(self.default_tags)
+        return other
 
     def download_artifacts(self, run_id: str, path: str) -> str:
         raise KeyError(run_id)
@@ -170,6 +173,7 @@ class MlflowTracker(NullTracker):
         NullTracker.__init__(other)
         other._mlflow, other.uri, other.client = self._mlflow, self.uri, self.client
         other.experiment_id, other.experiment = self.experiment_id, self.experiment
+        other.default_tags = dict(self.default_tags)
         return other
 
     def download_artifacts(self, run_id: str, path: str) -> str:
