@@ -21,10 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 
 from xfer.config import compose_config
-from xfer.report import markdown_table
+from xfer.report import learning_curve_summary, learning_curve_table
 from xfer.tasks import run_task
 from xfer.tracking import make_tracker
 
@@ -63,9 +62,7 @@ def main() -> None:
                 if tsne.exists():
                     for name in ("tsne_base.png", "tsne_transferred.png"):
                         (HERE / f"{args.name}_{name}").write_bytes((out_dir / name).read_bytes())
-    frame = pd.DataFrame(records)
-    summary = (frame.groupby(["method", "n_train"])["test_roc_auc"].agg(["mean", "std", "count"]).reset_index()
-               .sort_values(["n_train", "mean"], ascending=[True, False]))
+    summary = learning_curve_summary(records)
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
            "command": "python experiments/run_delhi_comparison.py " + " ".join(sys.argv[1:]),
            "wall_seconds": time.perf_counter() - started,
@@ -73,9 +70,7 @@ def main() -> None:
                    "stratified subset of the training split; the test split depends only on the seed",
            "records": records}
     (HERE / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    rows = [{"method": r.method, "n_train": int(r.n_train), "seeds": int(r["count"]), "test_roc_auc": float(r["mean"]),
-             "std": float(r["std"]) if r["count"] > 1 else 0.0} for _, r in summary.iterrows()]
-    table = markdown_table(rows, ["n_train", "method", "seeds", "test_roc_auc", "std"])
+    table = learning_curve_table(summary)
     (HERE / f"{args.name}.md").write_text(f"Command: `{out['command']}`\n\nMachine: {out['machine']}\n\n{table}")
     print(table)
 

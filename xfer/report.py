@@ -74,6 +74,13 @@ def learning_curve_summary(records: Sequence[Mapping]):
             .sort_values(["n_train", "mean"], ascending=[True, False]).reset_index(drop=True))
 
 
+def learning_curve_table(summary) -> str:
+    """Markdown table of a ``learning_curve_summary``."""
+    rows = [{"n_train": int(r.n_train), "method": r.method, "seeds": int(r["count"]), "test_roc_auc": float(r["mean"]),
+             "std": float(r["std"]) if r["count"] > 1 else 0.0} for _, r in summary.iterrows()]
+    return markdown_table(rows, ["n_train", "method", "seeds", "test_roc_auc", "std"])
+
+
 def crossover(summary, method_prefix: str = "transfer", others=("scratch", "tfidf_lr")) -> dict[str, str]:
     """For each control: the smallest n_train from which the best transfer schedule no longer
     beats it (mean test ROC-AUC), or a sentence saying it wins everywhere measured."""
@@ -146,12 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         png = learning_curve_plot(summary, out.with_suffix(".png"), args.title)
         verdicts = crossover(summary)
-        rows = [{"n_train": int(r.n_train), "method": r.method, "seeds": int(r["count"]),
-                 "test_roc_auc": float(r["mean"]), "std": float(r["std"]) if r["count"] > 1 else 0.0}
-                for _, r in summary.iterrows()]
         command = "python -m xfer.report " + " ".join(sys.argv[1:] if argv is None else argv)
         md = (f"Command: `{command}`\n\n" + "\n".join(f"- {v}" for v in verdicts.values()) + "\n\n"
-              + markdown_table(rows, ["n_train", "method", "seeds", "test_roc_auc", "std"])
+              + learning_curve_table(summary)
               + f"\n![learning curve]({png.name})\n")
         out.with_suffix(".md").write_text(md)
         out.with_suffix(".json").write_text(json.dumps({"command": command, "verdicts": verdicts,

@@ -188,8 +188,9 @@ def _train_net(net, pre, ds: Dataset, arch, trainer_cfg, opt_cfg, schedule, seed
 
 
 def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path, tracker: NullTracker,
-               parent_id: str | None, common_tags: Mapping[str, str]) -> list[dict]:
-    """All methods on one seeded split; returns one record per method."""
+               parent_id: str | None, common_tags: Mapping[str, str]) -> tuple[list[dict], tuple | None]:
+    """All methods on one seeded split; returns one record per method and the transferred
+    (net, preprocessor), if a transfer ran."""
     tcfg = cfg.get("transfer") or {}
     methods = list(tcfg.get("methods") or METHODS)
     unknown = set(methods) - set(METHODS)
@@ -286,10 +287,10 @@ SUMMARY_METRICS = ("test_roc_auc", "test_accuracy", "test_f1", "train_seconds")
 def summarise(records: list[dict]) -> pd.DataFrame:
     """Mean (and std over seeds) of the test metrics per method and n_train."""
     frame = pd.DataFrame(records)
-    agg = frame.groupby(["method", "n_train"], sort=False)[list(SUMMARY_METRICS)].agg(["mean", "std"])
+    agg = frame.groupby(["method", "n_train"], sort=False)[list(SUMMARY_METRICS)].agg(["mean", "std", "count"])
     rows = []
     for (method, n), row in agg.iterrows():
-        r = {"method": method, "n_train": int(n), "repeats": int((frame["method"] == method).sum())}
+        r = {"method": method, "n_train": int(n), "repeats": int(row[("test_roc_auc", "count")])}
         for m in SUMMARY_METRICS:
             r[m] = float(row[(m, "mean")])
             std = row[(m, "std")]
