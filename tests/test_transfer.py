@@ -126,6 +126,16 @@ def test_hotel_transfer_end_to_end_reuses_the_base(tmp_path):
     assert 0 < parents[0].data.metrics["oov_rate"] < 0.5
     # embeddings CLI on the transferred bundle
     [bundle] = list(tmp_path.glob("outputs/*/*/transfer_frozen-s0/bundle"))
+    # the transferred model (also logged as a pyfunc model) reads the hotel data's own columns
+    from xfer.bundle import load_bundle
+    from xfer.data import data_dir
+
+    assert all(r.data.tags.get("xfer.model_uri") for r in children if r.data.tags["xfer.method"].startswith("transfer"))
+    tb = load_bundle(bundle)
+    assert tb.input_columns == ["Description", "Browser_Used", "Device_Used"]
+    raw = pd.read_csv(data_dir() / "hotel" / "hotel_reviews_sample.csv.gz")
+    pred = tb.predict_frame(raw)
+    assert len(pred) == 499 and set(pred["label"]) <= {"happy", "not happy"} and pred["probability"].std() > 0
     out = tmp_path / "emb.parquet"
     assert embed_main(["--bundle", str(bundle), "--data", "hotel", "--layer", "hidden", "--out", str(out)]) == 0
     frame = pd.read_parquet(out)

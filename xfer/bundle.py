@@ -61,11 +61,48 @@ class Bundle:
                             self.model_cfg.get("truncate", "head"))
 
     def predict_proba(self, frame: pd.DataFrame | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Positive-class probabilities for a model frame (``text`` + categorical columns)."""
         from .train import predict_proba
 
         if not isinstance(frame, pd.DataFrame):
             frame = pd.DataFrame({"text": list(frame)})
         return predict_proba(self.net, self.sequences(frame), batch_size=batch_size)
+
+    @property
+    def inputs(self) -> dict:
+        """The raw columns this model reads (saved at training time; older bundles read ``text``)."""
+        spec = self.meta.get("inputs")
+        if spec:
+            return spec
+        from .transforms import categorical_columns
+
+        return {"text_columns": ["text"], "categorical": {c: {} for c in categorical_columns(self.preprocessor)},
+                "max_category_len": 0}
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [*self.inputs["text_columns"], *self.inputs.get("categorical", {})]
+
+    def predict_frame(self, raw: pd.DataFrame, source: str = "input", batch_size: int = 256,
+                      max_text_chars: int | None = None) -> pd.DataFrame:
+        """A raw table in the training data's schema -> ``probability`` and ``label`` columns
+        (same index). Raises DataError for a missing column, a non-text value, an empty
+        table or a text longer than ``max_text_chars``."""
+        from .data import _index_ref, model_frame
+        from .errors import DataError
+
+        if len(raw) == 0:
+            raise DataError(f"{source}: no rows to predict")
+        frame = model_frame(raw, self.inputs, source)
+        if max_text_chars:
+            lengths = frame["text"].map(lambda t: len(t) if isinstance(t, str) else 0).to_numpy()
+            if lengths.max() > max_text_chars:
+                pos = int(np.argmax(lengths > max_text_chars))
+                raise DataError(f"{source}: {_index_ref(raw, pos)}: text has {lengths[pos]} characters "
+                                f"(limit {max_text_chars})")
+        p = self.predict_proba(frame, batch_size=batch_size)
+        names = np.array([self.labels.get("0", "0"), self.labels.get("1", "1")], dtype=object)
+        return pd.DataFrame({"probability": p, "label": names[(p >= 0.5).astype(int)]}, index=raw.index)
 
 
 def save_bundle(path: str | Path, net, preprocessor, architecture: Mapping, vocab_size: int,
@@ -136,3 +173,29 @@ def load_bundle(path: str | Path, ctx=None) -> Bundle:
         raise BundleError(f"{path / 'net.params'}: does not match the architecture in model.json ({msg})") from None
     net.hybridize(static_alloc=True)
     return Bundle(net=net, preprocessor=pre, model_cfg=model_cfg, labels=labels, meta=meta, path=path)
+
+
+def bundle_dir_of(path: str | Path) -> Path:
+    """A bundle directory, or the bundle inside a pyfunc model directory (``artifacts/bundle``)."""
+    path = Path(path)
+    if (path / "meta.json").is_file() or not (path / "MLmodel").is_file():
+        return path
+    return path / "artifacts" / "bundle"
+
+
+def resolve_bundle(ref: str, tracking_uri: str | None = None, ctx=None) -> Bundle:
+    """A bundle from a bundle or pyfunc model directory, a bare MLflow run id,
+    ``runs:/<id>/bundle``, ``runs:/<id>/model`` or ``models:/<name>@<alias>`` / ``models:/<name>/<version>``."""
+    import re
+
+    p = Path(ref)
+    if p.exists():
+        return load_bundle(bundle_dir_of(p), ctx)
+    m = re.fullmatch(r"(?:runs:/)?([0-9a-f]{32})(?:/(bundle|model))?/?", ref)
+    if m:  # a run's own bundle artifact (the pyfunc model holds the same files)
+        ref = f"runs:/{m.group(1)}/bundle"
+    elif not ref.startswith(("runs:/", "models:/")):
+        raise BundleError(f"{ref}: no such bundle directory, model directory or MLflow run/model URI")
+    from .tracking import download_artifacts
+
+    return load_bundle(bundle_dir_of(download_artifacts(ref, tracking_uri)), ctx)

@@ -145,6 +145,12 @@ def _row_ref(frame: pd.DataFrame, pos: int) -> str:
     return f"row {pos + 1}"
 
 
+def _index_ref(frame: pd.DataFrame, pos: int) -> str:
+    """1-based data row of position ``pos`` (a chunk of a larger file keeps its index)."""
+    label = frame.index[pos]
+    return f"row {int(label) + 1}" if isinstance(label, (int, np.integer)) else f"row {label!r}"
+
+
 def make_labels(frame: pd.DataFrame, cfg: Mapping, path: Path) -> np.ndarray:
     """Map the label column (or a rule over a numeric column) to 0/1."""
     rule = cfg.get("label_rule")
@@ -218,6 +224,53 @@ def repair_shifted_rows(frame: pd.DataFrame, text_col: str, cat_cols: list[str],
     return repaired
 
 
+def input_spec(cfg: Mapping) -> dict[str, Any]:
+    """What a model trained on this dataset reads from a raw table: the text column(s) and
+    the categorical columns with their spelling fixes. Saved in bundles so serving and batch
+    prediction take the dataset's own column names."""
+    return {"text_columns": _text_columns(cfg),
+            "categorical": {c: dict(spec.get("normalize") or {}) for c, spec in _categorical_spec(cfg).items()},
+            "max_category_len": int(cfg.get("max_category_len") or 0)}
+
+
+def model_frame(raw: pd.DataFrame, spec: Mapping[str, Any], source: str = "input",
+                repair: bool = True) -> pd.DataFrame:
+    """Raw table in a dataset's schema -> the model's columns (``text`` + categorical).
+
+    Missing columns and non-text values raise DataError naming ``source``, the column
+    and the row; missing text stays NaN (the pipeline's NullImputer fills it)."""
+    text_cols = list(spec["text_columns"])
+    cats = dict(spec.get("categorical") or {})
+    missing = [c for c in [*text_cols, *cats] if c not in raw.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {', '.join(map(repr, missing))} "
+                        f"(has {', '.join(map(str, raw.columns)) or 'no columns'})")
+    for c in text_cols:
+        col = raw[c]
+        if col.dtype != object:
+            if col.isna().all():
+                continue
+            raise DataError(f"{source}: column {c!r} must hold text, got {col.dtype} values")
+        bad = ~col.map(lambda v: isinstance(v, str) or v is None or (isinstance(v, float) and v != v))
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{source}: column {c!r} {_index_ref(raw, pos)}: expected text, got "
+                            f"{type(col.iloc[pos]).__name__} {col.iloc[pos]!r:.40}")
+    if len(text_cols) > 1:
+        text = raw[text_cols].apply(lambda r: ". ".join(s for s in r if isinstance(s, str)) or np.nan, axis=1)
+    else:
+        text = raw[text_cols[0]]
+    out = pd.DataFrame({"text": text.to_numpy(dtype=object)}, index=raw.index)
+    for c in cats:
+        out[c] = raw[c].to_numpy(dtype=object)
+    n_fixed = repair_shifted_rows(out, "text", list(cats), int(spec.get("max_category_len") or 0)) if repair else 0
+    out.attrs["n_repaired"] = n_fixed
+    for c, mapping in cats.items():
+        col = out[c].map(lambda v: mapping.get(v, v) if isinstance(v, str) else v)
+        out[c] = col.fillna(MISSING_CATEGORY).astype(str)
+    return out
+
+
 def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     """Read one CSV and return the standard frame (id, text, label, categorical...)."""
     path = Path(path)
@@ -232,22 +285,12 @@ def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     if cfg.get("limit_rows"):
         frame = frame.iloc[: int(cfg["limit_rows"])]
 
-    if len(text_cols) > 1:
-        text = frame[text_cols].apply(lambda r: ". ".join(s for s in r if isinstance(s, str)) or np.nan, axis=1)
-    else:
-        text = frame[text_cols[0]].copy()
-    out = pd.DataFrame({"text": text})
-    out["id"] = frame[id_cols].astype(str).agg("_".join, axis=1) if id_cols else \
-        [f"{path.name}:{i}" for i in range(len(frame))]
-    for c in cats:
-        out[c] = frame[c]
-    n_fixed = repair_shifted_rows(out, "text", list(cats), int(cfg.get("max_category_len") or 0))
+    out = model_frame(frame, input_spec(cfg), str(path))
+    n_fixed = out.attrs["n_repaired"]
     if n_fixed:
         log.warning("%s: repaired %d row(s) whose text spilled into %s", path, n_fixed, list(cats))
-    for c, spec in cats.items():
-        mapping = spec.get("normalize") or {}
-        col = out[c].map(lambda v: mapping.get(v, v) if isinstance(v, str) else v)
-        out[c] = col.fillna(MISSING_CATEGORY).astype(str)
+    out.insert(1, "id", frame[id_cols].astype(str).agg("_".join, axis=1) if id_cols else
+               [f"{path.name}:{i}" for i in range(len(frame))])
 
     missing = out["text"].isna().to_numpy()
     if missing.all():

@@ -5,7 +5,7 @@ CLI::
     python -m xfer.embed --bundle outputs/.../bundle --data hotel_delhi --layer hidden \\
         --split test --out hotel_hidden.parquet            # or .npy (+ .ids.npy/.labels.npy)
 
-``--bundle`` also takes an MLflow run id (``runs:/<id>/bundle`` or just the id).
+``--bundle`` also takes an MLflow run id, ``runs:/<id>/bundle`` or a ``models:/`` URI.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .bundle import resolve_bundle
 from .errors import ConfigError, XferError
 from .models import layer_names
 from .train import iter_batches
@@ -90,22 +91,6 @@ def tsne_plot(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def resolve_bundle(ref: str, tracking_uri: str | None = None):
-    """A bundle from a directory, ``runs:/<id>/bundle``, a models URI, or a bare run id."""
-    from .bundle import load_bundle
-
-    p = Path(ref)
-    if p.exists():
-        return load_bundle(p)
-    import re
-
-    if ref.startswith(("runs:/", "models:/")) or re.fullmatch(r"[0-9a-f]{32}", ref):
-        from .tracking import download_artifacts
-
-        return load_bundle(download_artifacts(ref if "/" in ref else f"runs:/{ref}/bundle", tracking_uri))
-    raise XferError(f"{ref}: no such bundle directory or MLflow run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -32,9 +33,16 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     tracker = make_tracker(plain.get("tracking"))
     tracker.default_parent, tracker.default_tags = sweep_context()
     result = run_task(plain, out_dir, tracker)
+    if tracker.default_parent is None and result.get("run_id"):  # a sweep registers once, at its end
+        from .registry import register_from_config
+
+        registered = register_from_config(plain.get("register"), plain.get("tracking"),
+                                          task=plain.get("task", "train"), parent=result["run_id"])
+        if registered:
+            result["registered"] = str(registered)
     log.info("run: %s", tracker.location)
     log.info("artifacts: %s", getattr(tracker, "artifact_uri", None) or out_dir)
-    for key in ("bundle", "comparison"):
+    for key in ("bundle", "comparison", "registered"):
         if result.get(key):
             log.info("%s: %s", key, result[key])
     return result

@@ -69,7 +69,18 @@ class SweepCallback(Callback):
         tracker.end("FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_id = os.environ.get(ENV_SWEEP)
         self._finish()
+        if sweep_id and config.get("register") and config.register.get("name"):
+            from .errors import XferError
+            from .registry import register_from_config
+
+            try:  # the best job of the whole sweep
+                register_from_config(OmegaConf.to_container(config.register, resolve=True),
+                                     OmegaConf.to_container(config.tracking, resolve=True),
+                                     task=str(config.get("task", "train")), sweep_id=sweep_id)
+            except XferError as e:
+                log.error("register: %s", e)
 
     def _finish(self) -> None:
         if self.tracker is None:

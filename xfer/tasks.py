@@ -12,7 +12,7 @@ import yaml
 
 from . import __version__
 from .bundle import fingerprint, save_bundle
-from .data import Dataset, dataset_checksum, load_dataset
+from .data import Dataset, dataset_checksum, input_spec, load_dataset
 from .errors import ConfigError
 from .models import build_model, initialize, layer_param_counts
 from .report import training_curve
@@ -75,7 +75,7 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
     log.info("vocabulary: %d tokens; preprocessing took %.1f s", vocab, prep_seconds)
     net = initialize(build_model(cfg["model"], vocab), seed, ctx=context(cfg["trainer"].get("ctx")))
     fp = base_fingerprint(cfg, ds.checksum)
-    labels = _label_names(cfg["data"])
+    labels = label_names(cfg["data"])
 
     tags = {"xfer.task": "train", "xfer.data": ds.name, "xfer.model": cfg["model"].get("name", ""),
             "xfer.fingerprint": fp, "xfer.version": __version__}
@@ -92,11 +92,14 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
         bundle = save_bundle(out_dir / "bundle", net, pre, cfg["model"], vocab, labels,
                              max_len=cfg["trainer"].get("max_len"), truncate=cfg["trainer"].get("truncate", "head"),
                              meta={"fingerprint": fp, "data_checksum": ds.checksum, "data": ds.name,
-                                   "metrics": final, "seed": seed})
+                                   "metrics": final, "seed": seed,
+                                   "inputs": input_spec(cfg["data"])})
         curve = training_curve(res.history, out_dir / "training_curve.png",
                                f"{ds.name} / {cfg['model'].get('name', '')}")
         (out_dir / "metrics.json").write_text(json.dumps(final, indent=2))
         tracker.log_artifacts(bundle, "bundle")
+        if cfg.get("tracking", {}).get("log_model", True):
+            tracker.log_model(bundle, ds.test)
         tracker.log_artifact(curve)
         tracker.log_artifact(out_dir / "metrics.json")
     log.info("test: " + " ".join(f"{k} {v:.4f}" for k, v in test.items()))
@@ -104,7 +107,7 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
             "objective": res.best_val_roc_auc, "history": res.history}
 
 
-def _label_names(data_cfg: Mapping) -> dict[str, str]:
+def label_names(data_cfg: Mapping) -> dict[str, str]:
     if data_cfg.get("label_rule"):
         return {"0": f"not ({data_cfg['label_rule']})", "1": str(data_cfg["label_rule"])}
     neg = data_cfg.get("negative")

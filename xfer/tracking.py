@@ -94,6 +94,11 @@ class NullTracker:
     def download_artifacts(self, run_id: str, path: str) -> str:
         raise KeyError(run_id)
 
+    def log_model(self, bundle_dir: str | Path, example=None, name: str = "model") -> str | None:
+        """Log ``bundle_dir`` as an ``mlflow.pyfunc`` model of the current run (see xfer.serving)."""
+        self.artifacts.append((str(bundle_dir), name))
+        return None
+
 
 class MlflowTracker(NullTracker):
     """One MLflow run per job in ``experiment`` at ``uri``."""
@@ -178,6 +183,19 @@ class MlflowTracker(NullTracker):
 
     def download_artifacts(self, run_id: str, path: str) -> str:
         return self.client.download_artifacts(run_id, path)
+
+    def log_model(self, bundle_dir: str | Path, example=None, name: str = "model") -> str:
+        """Log the bundle as a pyfunc model linked to this run; returns its ``runs:/`` URI."""
+        from mlflow.models import Model
+
+        from .serving import model_kwargs
+
+        # the logged-model entity goes to the fluent API's experiment: make it this run's
+        self._mlflow.set_experiment(experiment_id=self.experiment_id)
+        info = Model.log(artifact_path=None, name=name, flavor=self._mlflow.pyfunc, run_id=self.run_id,
+                         **model_kwargs(bundle_dir, example))
+        self.client.set_tag(self.run_id, "xfer.model_uri", info.model_uri)
+        return f"runs:/{self.run_id}/{name}"
 
     def find_runs(self, filter_string: str) -> list[dict]:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string,

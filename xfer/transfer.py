@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .bundle import Bundle, load_bundle, save_bundle
-from .data import Dataset, dataset_checksum, load_dataset, load_frame
-from .embed import layer_embeddings, resolve_bundle, tsne_plot
+from .bundle import Bundle, load_bundle, resolve_bundle, save_bundle
+from .data import Dataset, dataset_checksum, input_spec, load_dataset, load_frame
+from .embed import layer_embeddings, tsne_plot
 from .errors import ConfigError
 from .freeze import make_schedule, set_lr_mult, trainable_report
 from .heads import catboost_embeddings, tfidf_lr
@@ -191,6 +191,8 @@ def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path
                parent_id: str | None, common_tags: Mapping[str, str]) -> tuple[list[dict], tuple | None]:
     """All methods on one seeded split; returns one record per method and the transferred
     (net, preprocessor), if a transfer ran."""
+    from .tasks import label_names
+
     tcfg = cfg.get("transfer") or {}
     methods = list(tcfg.get("methods") or METHODS)
     unknown = set(methods) - set(METHODS)
@@ -238,11 +240,14 @@ def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path
             run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
                          "schedule.json")
             if tcfg.get("save_bundle", True):
-                b = save_bundle(out_dir / f"{method}-s{seed}" / "bundle", net, pre, arch, vocab, base.labels,
+                b = save_bundle(out_dir / f"{method}-s{seed}" / "bundle", net, pre, arch, vocab,
+                                label_names(cfg["data"]),
                                 max_len=trainer_cfg.get("max_len"), truncate=trainer_cfg.get("truncate", "head"),
                                 meta={"base": base.meta.get("fingerprint"), "metrics": metrics, "seed": seed,
-                                      "schedule": sched_cfg, "data": ds.name})
+                                      "schedule": sched_cfg, "data": ds.name, "inputs": input_spec(cfg["data"])})
                 run.log_artifacts(b, "bundle")
+                if (cfg.get("tracking") or {}).get("log_model", True):
+                    run.log_model(b, ds.test)
             record(method, metrics, run)
             transferred = (net, pre)
     else:

@@ -289,6 +289,16 @@ def token_vocab(pre) -> Tok2Idx:
     return pre.named_steps["token2index"]
 
 
+def categorical_columns(pre) -> list[str]:
+    """The categorical columns a fitted preprocessor passes through (none for a plain Pipeline)."""
+    if not isinstance(pre, ColumnTransformer):
+        return []
+    for name, _, cols in pre.transformers_:
+        if name == "categorical":
+            return list(cols)
+    return []
+
+
 def tokens_of(pre, texts: Iterable[str]) -> pd.Series:
     """Tokens (before id lookup) that the fitted preprocessor produces for ``texts``."""
     if isinstance(pre, ColumnTransformer):
