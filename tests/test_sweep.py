@@ -53,7 +53,7 @@ def test_parallel_transfer_jobs_train_the_base_once(tmp_path):
            "+experiment=hotel_transfer", "model=pool", "base.data.limit=300", "trainer.max_epochs=1",
            "model.encoder.bigram_buckets=1000", "trainer.progress=false", "transfer.repeats=1",
            "transfer.trainer.max_epochs=1", "transfer.methods=[transfer]", "transfer.tsne.enabled=false",
-           "schedule=frozen,gradual,full", "hydra.launcher.n_jobs=2"]
+           "schedule=frozen,gradual,full", "hydra.launcher.n_jobs=2", "register.name=hotel-test"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _runs(tmp_path)
@@ -62,6 +62,14 @@ def test_parallel_transfer_jobs_train_the_base_once(tmp_path):
     methods = sorted(r.data.tags["xfer.method"] for r in runs if r.data.tags.get("xfer.method", "").startswith("transfer_"))
     assert methods == ["transfer_frozen", "transfer_full", "transfer_gradual"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    # register.name: at the end of the sweep its best transfer job (not the IMDB base) is registered
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mv = client.get_model_version_by_alias("hotel-test", "champion")
+    transfers = [r for r in runs if r.data.tags.get("xfer.method", "").startswith("transfer_")]
+    best = max(transfers, key=lambda r: r.data.metrics["test_roc_auc"])
+    assert mv.run_id == best.info.run_id and len(client.search_model_versions("name='hotel-test'")) == 1
 
 
 def test_learning_curve_sweep_and_report(tmp_path):
