@@ -21,4 +21,6 @@ fi
 .venv/bin/python -m pip install -q "numpy>=1.23,<1.24" "cython>=3,<3.4"
 .venv/bin/python -m pip install -q --no-build-isolation gluonnlp==0.10.0
 .venv/bin/python -m pip install -q -e ".[dev]"
-.venv/bin/python -c "import mxnet, gluonnlp, mlflow, hydra, catboost; print('xfer environment ready: mxnet', mxnet.__version__, 'gluonnlp', gluonnlp.__version__, 'mlflow', mlflow.__version__)"
+# its pin (optuna<3) conflicts with MLflow's SQLAlchemy 2; it runs on optuna 3.6 (see pyproject.toml)
+.venv/bin/python -m pip install -q --no-deps hydra-optuna-sweeper==1.3.0
+.venv/bin/python -c "import mxnet, gluonnlp, mlflow, hydra, catboost, optuna, hydra_plugins.hydra_optuna_sweeper; print('xfer environment ready: mxnet', mxnet.__version__, 'gluonnlp', gluonnlp.__version__, 'mlflow', mlflow.__version__)"

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 JOB = ["+experiment=imdb_base", "model=pool", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
        "trainer.progress=false", "hydra.launcher.n_jobs=2"]
 
@@ -92,3 +94,37 @@ def test_learning_curve_sweep_and_report(tmp_path):
     md = out.with_suffix(".md").read_text()
     for method in ("transfer_frozen", "transfer_gradual", "scratch", "catboost_embeddings", "tfidf_lr"):
         assert f"| 50 | {method} | 1 |" in md and f"| 100 | {method} | 1 |" in md  # controls counted once
+
+
+def test_optuna_search_stores_a_study_tags_the_best_trial_and_continues(tmp_path):
+    import optuna
+
+    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+           "+experiment=hotel_delhi_transfer", "hparams_search=transfer_optuna", "model=pool",
+           "base.data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
+           "trainer.progress=false", "transfer.trainer.max_epochs=2", "data.n_train=100", "hydra.sweeper.n_trials=4"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="xfer-transfer-hotel_delhi", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+    assert {"transfer.optimizer.lr", "transfer.dropout.embedding", "transfer.dropout.hidden", "schedule",
+            "transfer.unfreeze_every", "transfer.vocab"} == set(study.best_trial.params)
+    runs = _runs(tmp_path)
+    [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(jobs) == 4 and all(r.info.status == "FINISHED" for r in jobs)
+    # the trials ran the transfer only (the search config fixes transfer.methods), objective = val ROC-AUC
+    methods = {r.data.tags.get("xfer.method") for r in runs if r.data.tags.get("xfer.task") == "transfer"}
+    assert "scratch" not in methods and "tfidf_lr" not in methods
+    assert sorted(round(r.data.metrics["objective"], 6) for r in jobs) == sorted(round(t.value, 6) for t in done)
+    [best] = [r for r in jobs if r.data.tags.get("xfer.optuna_best") == "true"]
+    assert best.data.metrics["objective"] == pytest.approx(study.best_value)
+    assert parent.data.tags["xfer.optuna_best_run"] == best.info.run_id
+    assert parent.data.metrics["study_best_value"] == pytest.approx(study.best_value)
+    # the same command continues the stored study
+    proc = subprocess.run([*cmd[:-1], "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="xfer-transfer-hotel_delhi", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 6

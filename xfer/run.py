@@ -33,6 +33,8 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     tracker = make_tracker(plain.get("tracking"))
     tracker.default_parent, tracker.default_tags = sweep_context()
     result = run_task(plain, out_dir, tracker)
+    if result.get("objective") is not None and tracker.run_id:  # what a sweeper optimises (validation only)
+        tracker.log_metrics({"objective": float(result["objective"])})
     if tracker.default_parent is None and result.get("run_id"):  # a sweep registers once, at its end
         from .registry import register_from_config
 

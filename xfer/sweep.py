@@ -70,6 +70,9 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_id = os.environ.get(ENV_SWEEP)
+        sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
+        if self.tracker is not None and "optuna" in str(sweeper.get("_target_", "")).lower():
+            self._tag_optuna_best(sweep_id, OmegaConf.to_container(sweeper, resolve=True))
         self._finish()
         if sweep_id and config.get("register") and config.register.get("name"):
             from .errors import XferError
@@ -81,6 +84,27 @@ class SweepCallback(Callback):
                                      task=str(config.get("task", "train")), sweep_id=sweep_id)
             except XferError as e:
                 log.error("register: %s", e)
+
+    def _tag_optuna_best(self, sweep_id: str, sweeper: dict) -> None:
+        """Tag the trial run with the best objective of this sweep, and record the study's
+        best value and parameters (over all its sweeps) on the parent run."""
+        runs = [r for r in self.tracker.find_runs(f"tags.`xfer.sweep_id` = '{sweep_id}'")
+                if r["status"] == "FINISHED" and "objective" in r["metrics"]]
+        if runs:
+            best = max(runs, key=lambda r: r["metrics"]["objective"])
+            self.tracker.tag_run(best["run_id"], {"xfer.optuna_best": "true"})
+            self.tracker.set_tags({"xfer.optuna_best_run": best["run_id"]})
+            self.tracker.log_metrics({"best_objective": best["metrics"]["objective"]})
+        try:
+            import optuna
+
+            study = optuna.load_study(study_name=sweeper["study_name"], storage=sweeper["storage"])
+            self.tracker.set_tags({"xfer.optuna_study": sweeper["study_name"],
+                                   "xfer.optuna_storage": sweeper["storage"],
+                                   "xfer.optuna_best_params": str(study.best_trial.params)[:5000]})
+            self.tracker.log_metrics({"study_best_value": study.best_value, "study_trials": len(study.trials)})
+        except Exception as e:  # noqa: BLE001 - the sweep's own results are already recorded
+            log.warning("optuna study not read back: %s", e)
 
     def _finish(self) -> None:
         if self.tracker is None:

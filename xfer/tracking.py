@@ -78,6 +78,9 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update(tags)
 
+    def tag_run(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tag another run of the store (e.g. the best trial of a sweep)."""
+
     def end(self, status: str = "FINISHED") -> None:
         self.status = status
 
@@ -168,6 +171,10 @@ class MlflowTracker(NullTracker):
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
+
+    def tag_run(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
 
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id:

@@ -124,12 +124,13 @@ def extend_preprocessor(base_pre, train_frame: pd.DataFrame, min_freq: int = 2):
     return pre, len(new)
 
 
-def transplant(base: Bundle, vocab_size: int, hidden: str = "keep", seed: int = 0, ctx=None):
-    """A network of the base's architecture for ``vocab_size`` tokens, carrying the base's
-    weights: every layer but the (fresh) output, and the hidden layer unless ``replace``.
-    Embedding rows of new tokens start at the mean base embedding; bigram rows move with
-    the vocabulary offset."""
-    arch = base.model_cfg["architecture"]
+def transplant(base: Bundle, vocab_size: int, hidden: str = "keep", seed: int = 0, ctx=None,
+               arch: Mapping | None = None):
+    """A network of the base's architecture (or ``arch``: the same layers, other dropout) for
+    ``vocab_size`` tokens, carrying the base's weights: every layer but the (fresh) output, and
+    the hidden layer unless ``replace``. Embedding rows of new tokens start at the mean base
+    embedding; bigram rows move with the vocabulary offset."""
+    arch = arch or base.model_cfg["architecture"]
     old_v, buckets = base.vocab_size, bigram_buckets(arch)
     net = initialize(build_model(arch, vocab_size), seed, ctx=ctx)
     src = base.net.collect_params()
@@ -146,6 +147,21 @@ def transplant(base: Bundle, vocab_size: int, hidden: str = "keep", seed: int = 
             w = new
         p.set_data(w)
     return net
+
+
+def with_dropout(arch: Mapping, dropout: Mapping | None) -> dict:
+    """The base architecture with the target's dropout rates (``transfer.dropout.<layer>``;
+    null keeps the base's). Dropout has no weights, so the transplant is unchanged."""
+    arch = copy.deepcopy(dict(arch))
+    for layer, rate in (dropout or {}).items():
+        if rate is None:
+            continue
+        if layer not in ("embedding", "hidden") or not isinstance(arch.get(layer), Mapping):
+            raise ConfigError(f"transfer.dropout.{layer}: only embedding and hidden have dropout")
+        if not 0 <= float(rate) < 1:
+            raise ConfigError(f"transfer.dropout.{layer}: {rate} must be in [0, 1)")
+        arch[layer] = {**arch[layer], "dropout": float(rate)}
+    return arch
 
 
 def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:
@@ -200,8 +216,10 @@ def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path
         raise ConfigError(f"transfer.methods: unknown method(s) {sorted(unknown)} ({' | '.join(METHODS)})")
     trainer_cfg = {**cfg["trainer"], **(tcfg.get("trainer") or {})}
     opt_cfg = {**cfg["optimizer"], **(tcfg.get("optimizer") or {})}
-    arch = base.model_cfg["architecture"]
+    arch = with_dropout(base.model_cfg["architecture"], tcfg.get("dropout"))
     sched_cfg = dict(cfg.get("schedule") or {"name": "gradual"})
+    if tcfg.get("unfreeze_every") is not None:  # the gradual schedule's pace, settable per sweep/trial
+        sched_cfg["unfreeze_every"] = int(tcfg["unfreeze_every"])
     hidden = str(tcfg.get("hidden", "keep"))
     if hidden not in ("keep", "replace"):
         raise ConfigError(f"transfer.hidden: {hidden!r} must be keep or replace")
@@ -230,7 +248,7 @@ def run_repeat(cfg: Mapping, ds: Dataset, base: Bundle, seed: int, out_dir: Path
             else:
                 raise ConfigError(f"transfer.vocab: {vocab_policy!r} must be keep or extend")
             vocab = token_vocab(pre).vocabulary_size
-            net = transplant(base, vocab, hidden, seed, ctx=context(trainer_cfg.get("ctx")))
+            net = transplant(base, vocab, hidden, seed, ctx=context(trainer_cfg.get("ctx")), arch=arch)
             schedule = make_schedule(sched_cfg, hidden_replaced=hidden == "replace")
             run.log_params({**flatten({"schedule": sched_cfg, "transfer": tcfg}), "vocab_size": vocab,
                             "vocab_new_tokens": n_new, "n_train": n_train, "seed": seed})
