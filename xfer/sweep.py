@@ -40,6 +40,8 @@ class SweepCallback(Callback):
         register_resolvers()
         tracking = OmegaConf.to_container(config.tracking, resolve=True)
         if not tracking.get("enabled", True):
+            if _on_ray(config):
+                init_ray(config, {})
             return
         self.tracker = make_tracker(tracking)
         sweep_id = uuid.uuid4().hex[:12]
@@ -48,6 +50,8 @@ class SweepCallback(Callback):
                                                   "xfer.sweep_overrides": overrides[:5000]})
         os.environ[ENV_PARENT] = self.tracker.run_id
         os.environ[ENV_SWEEP] = sweep_id
+        if _on_ray(config):
+            init_ray(config, {ENV_PARENT: self.tracker.run_id, ENV_SWEEP: sweep_id})
         self.started = time.perf_counter()
         atexit.register(self._finish)
         log.info("sweep %s: MLflow parent run %s", sweep_id, self.tracker.run_id)
@@ -120,6 +124,27 @@ class SweepCallback(Callback):
         self.tracker = None
         for key in (ENV_PARENT, ENV_SWEEP):
             os.environ.pop(key, None)
+
+
+def _on_ray(config: DictConfig) -> bool:
+    return "RayLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+
+
+def init_ray(config: DictConfig, env: dict[str, str]) -> None:
+    """Connect to Ray as the Ray launcher would (``hydra.launcher.ray.init``), adding the sweep's
+    environment to the job's runtime_env: Ray workers do not inherit the launching process's
+    environment, and the launcher then finds Ray initialised and reuses the connection."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    init = OmegaConf.to_container(OmegaConf.select(config, "hydra.launcher.ray.init") or {}, resolve=True)
+    runtime_env = dict(init.pop("runtime_env", None) or {})
+    runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), "MXNET_SUBGRAPH_VERBOSE": "0", **env}
+    if not init.get("address"):  # a new local instance: the launcher's own small object store
+        init.setdefault("object_store_memory", 78643200)  # (Ray refuses it when joining a cluster)
+    ray.init(**init, runtime_env=runtime_env)
+    log.info("ray: connected to %s", ray.get_runtime_context().gcs_address)
 
 
 def sweep_context() -> tuple[str | None, dict[str, str]]:

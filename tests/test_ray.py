@@ -1,0 +1,52 @@
+"""The same sweep on a Ray cluster (hydra-ray-launcher): a local Ray head started by the test."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_runs_on_a_local_ray_cluster(tmp_path):
+    import mlflow
+
+    ray = str(BIN / "ray") if (BIN / "ray").exists() else shutil.which("ray")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    start = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                            "--include-dashboard", "false", "--object-store-memory", "100000000",
+                            "--temp-dir", ray_tmp], env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        db = tmp_path / "mlflow.db"
+        cmd = [sys.executable, "-m", "xfer.run", "-m", "hydra/launcher=ray",
+               f"hydra.launcher.ray.init.address=127.0.0.1:{port}", f"tracking.uri=sqlite:///{db}",
+               f"hydra.sweep.dir={tmp_path / 'multirun'}", "+experiment=imdb_base", "model=pool", "data.limit=150",
+               "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000", "trainer.progress=false",
+               "tracking.log_model=false", "seed=0,1,2"]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert "Ray Launcher is launching 3 jobs" in proc.stdout + proc.stderr
+        client = mlflow.MlflowClient(f"sqlite:///{db}")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == 3 and parent.info.status == "FINISHED"
+        assert all(r.info.status == "FINISHED" and 0 <= r.data.metrics["test_roc_auc"] <= 1 for r in children)
+        assert {r.data.params["seed"] for r in children} == {"0", "1", "2"}
+        assert {r.data.tags["xfer.sweep_id"] for r in children} == {parent.data.tags["xfer.sweep_id"]}
+        assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1", "2"]
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
