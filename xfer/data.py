@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, cli_main
 
 log = logging.getLogger(__name__)
 
@@ -435,10 +435,10 @@ def download_imdb(dest: str | Path, url: str = IMDB_URL, force: bool = False) ->
     return targets
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xfer.data download-imdb [--dest DIR] [--url URL] [--force]``."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m xfer.data")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -448,11 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        paths = download_imdb(args.dest, args.url, args.force)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    paths = download_imdb(args.dest, args.url, args.force)
     for p in paths.values():
         print(p)
     return 0

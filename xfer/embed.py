@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .bundle import resolve_bundle
-from .errors import ConfigError, XferError
+from .errors import ConfigError, cli_main
 from .models import layer_names
 from .train import iter_batches
 
@@ -93,6 +92,7 @@ def tsne_plot(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | P
     return path
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     from .tracking import tracking_uri
 
@@ -107,19 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="Hydra-style overrides of the data config, e.g. data.limit=100")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        from .config import compose_config
-        from .data import load_dataset
+    from .config import compose_config
+    from .data import load_dataset
 
-        cfg = compose_config([f"data={args.data}", *args.overrides])
-        bundle = resolve_bundle(args.bundle, args.tracking_uri or tracking_uri(cfg["tracking"]["uri"]))
-        ds = load_dataset(cfg["data"], seed=args.seed)
-        frame = pd.concat(ds.splits().values()) if args.split == "all" else ds.splits()[args.split]
-        vectors = layer_embeddings(bundle.net, bundle.sequences(frame), args.layer)
-        out = write_embeddings(args.out, vectors, frame["id"], frame["label"])
-    except XferError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = compose_config([f"data={args.data}", *args.overrides])
+    bundle = resolve_bundle(args.bundle, args.tracking_uri or tracking_uri(cfg["tracking"]["uri"]))
+    ds = load_dataset(cfg["data"], seed=args.seed)
+    frame = pd.concat(ds.splits().values()) if args.split == "all" else ds.splits()[args.split]
+    vectors = layer_embeddings(bundle.net, bundle.sequences(frame), args.layer)
+    out = write_embeddings(args.out, vectors, frame["id"], frame["label"])
     print(f"{out}: {vectors.shape[0]} x {vectors.shape[1]} from layer {args.layer!r}")
     return 0
 

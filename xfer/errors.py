@@ -21,3 +21,20 @@ class ConfigError(XferError):
 
 class BundleError(XferError):
     """A saved model bundle is missing, corrupt or does not match."""
+
+
+def cli_main(main):
+    """Decorator for a ``main(argv) -> int`` command: an XferError becomes ``error: <message>``
+    on stderr and exit code 2, never a traceback."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except XferError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapper

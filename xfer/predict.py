@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .errors import ConfigError, DataError, XferError
+from .errors import ConfigError, DataError, cli_main
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +144,19 @@ def _chunks(open_reader, src: Path):
         yield chunk
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
-        if Path(opts["output"]).exists() and Path(opts["input"]).exists() and \
-                os.path.samefile(opts["input"], opts["output"]):
-            raise ConfigError(f"output: {opts['output']} is the input file; refusing to overwrite it")
-        from .bundle import resolve_bundle
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    if Path(opts["output"]).exists() and Path(opts["input"]).exists() and \
+            os.path.samefile(opts["input"], opts["output"]):
+        raise ConfigError(f"output: {opts['output']} is the input file; refusing to overwrite it")
+    from .bundle import resolve_bundle
 
-        bundle = resolve_bundle(str(opts["model"]), opts["tracking_uri"])
-        res = predict_csv(bundle, opts["input"], opts["output"], opts["chunk_size"], opts["batch_size"],
-                          opts["max_text_chars"], opts["progress"])
-    except XferError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    bundle = resolve_bundle(str(opts["model"]), opts["tracking_uri"])
+    res = predict_csv(bundle, opts["input"], opts["output"], opts["chunk_size"], opts["batch_size"],
+                      opts["max_text_chars"], opts["progress"])
     print(f"{res.output}: {res.rows} reviews scored in {res.seconds:.1f} s "
           f"({res.reviews_per_second:.0f} reviews/s)")
     return 0

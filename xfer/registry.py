@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .errors import ConfigError, XferError
+from .errors import ConfigError, XferError, cli_main
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +141,7 @@ def register_from_config(reg_cfg: Mapping | None, tracking_cfg: Mapping | None, 
     return result
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m xfer.registry", description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", required=True, help="registered model name")
@@ -157,13 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--force-alias", action="store_true", help="move the alias even if the new version is worse")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        result = register_best(args.name, args.tracking_uri, args.experiment, args.metric, args.alias or None,
-                               args.force_alias, run_id=args.run_id, parent=args.parent, sweep_id=args.sweep_id,
-                               filter_string=args.filter_string)
-    except XferError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = register_best(args.name, args.tracking_uri, args.experiment, args.metric, args.alias or None,
+                           args.force_alias, run_id=args.run_id, parent=args.parent, sweep_id=args.sweep_id,
+                           filter_string=args.filter_string)
     print(result)
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .errors import cli_main
+
 
 def training_curve(history: Sequence[Mapping[str, float]], path: str | Path, title: str = "") -> Path:
     """Train loss and validation ROC-AUC/accuracy per epoch, as a PNG."""
@@ -125,6 +127,7 @@ def learning_curve_plot(summary, path: str | Path, title: str) -> Path:
     return path
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xfer.report --tracking-uri URI [--filter F] [--parent RUN_ID] --out DIR/NAME``"""
     import argparse
@@ -142,32 +145,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="path prefix: writes <out>.png, <out>.md, <out>.json")
     ap.add_argument("--title", default="Transfer vs controls by labelled data")
     args = ap.parse_args(argv)
-    try:
-        tracker = MlflowTracker(args.tracking_uri, args.experiment)
-        flt = "attributes.status = 'FINISHED' and tags.`xfer.task` = 'transfer'"
-        records = runs_to_records(tracker.find_runs(f"{flt} and {args.filter}" if args.filter else flt))
-        if not records:
-            raise XferError(f"{tracker.uri}: no finished transfer runs match (experiment {args.experiment!r})")
-        summary = learning_curve_summary(records)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        png = learning_curve_plot(summary, out.with_suffix(".png"), args.title)
-        verdicts = crossover(summary)
-        command = "python -m xfer.report " + " ".join(sys.argv[1:] if argv is None else argv)
-        md = (f"Command: `{command}`\n\n" + "\n".join(f"- {v}" for v in verdicts.values()) + "\n\n"
-              + learning_curve_table(summary)
-              + f"\n![learning curve]({png.name})\n")
-        out.with_suffix(".md").write_text(md)
-        out.with_suffix(".json").write_text(json.dumps({"command": command, "verdicts": verdicts,
-                                                        "records": records}, indent=2) + "\n")
-        if args.parent:
-            parent = tracker.child()
-            parent.run_id = args.parent
-            for suffix in (".png", ".md", ".json"):
-                parent.log_artifact(out.with_suffix(suffix))
-    except XferError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    tracker = MlflowTracker(args.tracking_uri, args.experiment)
+    flt = "attributes.status = 'FINISHED' and tags.`xfer.task` = 'transfer'"
+    records = runs_to_records(tracker.find_runs(f"{flt} and {args.filter}" if args.filter else flt))
+    if not records:
+        raise XferError(f"{tracker.uri}: no finished transfer runs match (experiment {args.experiment!r})")
+    summary = learning_curve_summary(records)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = learning_curve_plot(summary, out.with_suffix(".png"), args.title)
+    verdicts = crossover(summary)
+    command = "python -m xfer.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    md = (f"Command: `{command}`\n\n" + "\n".join(f"- {v}" for v in verdicts.values()) + "\n\n"
+          + learning_curve_table(summary)
+          + f"\n![learning curve]({png.name})\n")
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "verdicts": verdicts,
+                                                    "records": records}, indent=2) + "\n")
+    if args.parent:
+        parent = tracker.child()
+        parent.run_id = args.parent
+        for suffix in (".png", ".md", ".json"):
+            parent.log_artifact(out.with_suffix(suffix))
     print(md)
     return 0
 
