@@ -23,7 +23,7 @@ from .transforms import build_preprocessor, fit_preprocessor, token_vocab
 log = logging.getLogger(__name__)
 
 #: trainer keys that do not change what is learned
-_RUNTIME_KEYS = ("progress", "ctx")
+_RUNTIME_KEYS = ("progress", "ctx", "checkpoint")
 
 
 def base_fingerprint(cfg: Mapping, data_checksum: str | None = None) -> str:
@@ -45,16 +45,59 @@ def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) ->
 
 
 def fit_and_test(net, splits: Mapping[str, tuple], trainer_cfg: Mapping, opt_cfg: Mapping, seed: int,
-                 tracker: NullTracker, before_epoch=None) -> tuple[dict, Any]:
+                 tracker: NullTracker, before_epoch=None, checkpoint: Mapping | None = None) -> tuple[dict, Any]:
     """Train on ``splits["train"]`` with early stopping on ``splits["val"]``, logging each epoch,
-    then score ``splits["test"]``. Returns (test_* metrics + train_seconds, FitResult)."""
+    then score ``splits["test"]``. Returns (test_* metrics + train_seconds, FitResult).
+    ``checkpoint``: fit()'s checkpoint_dir / on_checkpoint / resume_from."""
     res = fit(net, splits["train"], splits["val"], trainer_cfg, opt_cfg, seed=seed,
-              on_epoch=lambda e, m: tracker.log_metrics(m, step=e), before_epoch=before_epoch)
+              on_epoch=lambda e, m: tracker.log_metrics(m, step=e), before_epoch=before_epoch,
+              **dict(checkpoint or {}))
     p_test = predict_proba(net, splits["test"][0], ctx=context(trainer_cfg.get("ctx")))
     metrics = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], p_test).items()}
     metrics.update({"train_seconds": res.train_seconds, "best_epoch": res.best_epoch + 1,
                     "best_val_roc_auc": res.best_val_roc_auc})
     return metrics, res
+
+
+#: a checkpoint is logged into one of two artifact slots, alternating by epoch: a kill while
+#: one slot is being copied leaves the other, complete, one
+CHECKPOINT_SLOTS = ("checkpoint/a", "checkpoint/b")
+
+
+def log_checkpoint(tracker: NullTracker, path: Path) -> None:
+    """Log a checkpoint directory into the run's artifacts, state.json (with the other files'
+    checksums) last, so a partly copied checkpoint is recognisably incomplete."""
+    from .train import read_checkpoint_state
+
+    state = read_checkpoint_state(path)
+    slot = CHECKPOINT_SLOTS[int(state["epoch"]) % 2]
+    for f in sorted(path.iterdir(), key=lambda f: f.name == "state.json"):
+        tracker.log_artifact(f, slot)
+
+
+def find_checkpoint(tracker: NullTracker, run_id: str, fingerprint: str) -> Path:
+    """The newest complete checkpoint of ``run_id``, after checking it trained this config."""
+    from .train import read_checkpoint_state
+
+    tags = tracker.get_tags(run_id) if hasattr(tracker, "get_tags") else {}
+    if not tags:
+        raise ConfigError(f"resume: run {run_id} not found (or tracking is disabled)")
+    if tags.get("xfer.fingerprint") != fingerprint:
+        raise ConfigError(f"resume: run {run_id} trained another configuration (fingerprint "
+                          f"{tags.get('xfer.fingerprint', '?')[:12]}, this job {fingerprint[:12]})")
+    best: tuple[int, Path] | None = None
+    for slot in CHECKPOINT_SLOTS:
+        try:
+            path = Path(tracker.download_artifacts(run_id, slot))
+        except Exception:  # noqa: BLE001 - a slot that was never written
+            continue
+        state = read_checkpoint_state(path)
+        if state is not None and (best is None or state["epoch"] > best[0]):
+            best = (int(state["epoch"]), path)
+    if best is None:
+        raise ConfigError(f"resume: run {run_id} has no complete checkpoint (it stopped before its first epoch ended)")
+    log.info("resume: run %s from its checkpoint after epoch %d", run_id, best[0] + 1)
+    return best[1]
 
 
 def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
@@ -79,12 +122,23 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
 
     tags = {"xfer.task": "train", "xfer.data": ds.name, "xfer.model": cfg["model"].get("name", ""),
             "xfer.fingerprint": fp, "xfer.version": __version__}
-    with tracked_run(tracker, cfg.get("tracking", {}).get("run_name") or ds.name, tags):
-        tracker.log_params(flatten(cfg))
-        tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
-        tracker.log_params({"vocab_size": vocab, **{f"rows.{k}": len(v[0]) for k, v in splits.items()},
-                            **{f"params.{k}": v for k, v in layer_param_counts(net).items()}})
-        final, res = fit_and_test(net, splits, cfg["trainer"], cfg["optimizer"], seed, tracker)
+    resume_id = str(cfg["resume"]) if cfg.get("resume") else None
+    resume_from = find_checkpoint(tracker, resume_id, fp) if resume_id else None
+    with tracked_run(tracker, cfg.get("tracking", {}).get("run_name") or ds.name, tags, resume_run_id=resume_id):
+        if not resume_id:
+            tracker.log_params(flatten(cfg))
+            tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
+            tracker.log_params({"vocab_size": vocab, **{f"rows.{k}": len(v[0]) for k, v in splits.items()},
+                                **{f"params.{k}": v for k, v in layer_param_counts(net).items()}})
+        if tracker.run_id and tracker.run_id != "local":
+            log.info("MLflow run %s (if interrupted: resume=%s)", tracker.run_id, tracker.run_id)
+        checkpoint = None
+        if cfg["trainer"].get("checkpoint", True):
+            checkpoint = {"checkpoint_dir": out_dir / "checkpoint", "resume_from": resume_from,
+                          "on_checkpoint": lambda path: log_checkpoint(tracker, path)}
+        elif resume_from:
+            checkpoint = {"resume_from": resume_from}
+        final, res = fit_and_test(net, splits, cfg["trainer"], cfg["optimizer"], seed, tracker, checkpoint=checkpoint)
         final["preprocess_seconds"] = prep_seconds
         test = {k: v for k, v in final.items() if k.startswith("test_")}
         tracker.log_metrics(final)

@@ -48,6 +48,7 @@ class NullTracker:
         #: parent and tags every run started by this tracker gets (set for sweep jobs)
         self.default_parent: str | None = None
         self.default_tags: dict[str, str] = {}
+        self.resumed = False
 
     @property
     def location(self) -> str:
@@ -58,6 +59,12 @@ class NullTracker:
         self.run_id = "local"
         self.tags.update({**self.default_tags, **(tags or {})})
         return self.run_id
+
+    def resume(self, run_id: str) -> str:
+        """Continue an unfinished run (see ``resume=<run id>``)."""
+        from .errors import ConfigError
+
+        raise ConfigError("resume: needs MLflow tracking (tracking.enabled=true)")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.params.update(params)
@@ -141,9 +148,34 @@ class MlflowTracker(NullTracker):
         self.run_id = run.info.run_id
         return self.run_id
 
+    def resume(self, run_id: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        from .errors import ConfigError
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"resume: run {run_id} not found in {self.uri}") from None
+        if run.info.status == "FINISHED":
+            raise ConfigError(f"resume: run {run_id} already finished")
+        self.client.update_run(run_id, status="RUNNING")
+        self.run_id, self.resumed = run_id, True
+        return run_id
+
+    def get_tags(self, run_id: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_run(run_id).data.tags)
+        except MlflowException:
+            return {}
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
+        if self.resumed:  # params are immutable in MLflow; a resumed run has them already
+            return
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
@@ -239,9 +271,13 @@ def make_tracker(cfg: Mapping | None) -> NullTracker:
 
 @contextmanager
 def tracked_run(tracker: NullTracker, run_name: str, tags: Mapping[str, str] | None = None,
-                parent_run_id: str | None = None) -> Iterator[NullTracker]:
-    """Start a run; end it FINISHED, or FAILED (then re-raise) if the body raises."""
-    tracker.start(run_name, tags, parent_run_id)
+                parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[NullTracker]:
+    """Start a run (or continue ``resume_run_id``); end it FINISHED, or FAILED (then re-raise)
+    if the body raises."""
+    if resume_run_id:
+        tracker.resume(resume_run_id)
+    else:
+        tracker.start(run_name, tags, parent_run_id)
     try:
         yield tracker
     except BaseException:

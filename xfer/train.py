@@ -8,12 +8,17 @@ restores the best epoch. Progress goes to a tqdm bar; metrics go to the
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import random
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import mxnet as mx
@@ -193,6 +198,84 @@ def clip_gradients(trainer: gluon.Trainer, max_norm: float) -> float:
     return total
 
 
+# --------------------------------------------------------------------------- checkpoints
+CHECKPOINT_FILES = ("net.params", "trainer.states", "state.json")
+
+
+def save_checkpoint(path: str | Path, net, trainer: gluon.Trainer, best_state, result: "FitResult",
+                    epoch: int, bad_epochs: int) -> Path:
+    """Everything fit() needs to continue after ``epoch``, written atomically to ``path``:
+    parameters, optimizer state (Adam moments, update count, LR schedule), the best epoch's
+    parameters (when they differ) and the early-stopping state. Random state needs no saving:
+    every epoch reseeds from (seed, epoch)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        mx.nd.save(str(tmp / "net.params"), snapshot(net))
+        trainer.save_states(str(tmp / "trainer.states"))
+        best_is_current = result.best_epoch == epoch
+        if not best_is_current:
+            mx.nd.save(str(tmp / "best.params"), best_state)
+        from .data import sha256_file
+
+        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        state = {"epoch": epoch, "bad_epochs": bad_epochs, "best_is_current": best_is_current, "files": files,
+                 "history": result.history, "best_epoch": result.best_epoch,
+                 "best_val_roc_auc": result.best_val_roc_auc, "train_seconds": result.train_seconds,
+                 "stopped_early": result.stopped_early}
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_checkpoint_state(path: str | Path) -> dict | None:
+    """The checkpoint's state.json if every file it lists is present with its checksum, else None."""
+    from .data import sha256_file
+
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for name, digest in (state.get("files") or {}).items():
+        if not (path / name).is_file() or sha256_file(path / name) != digest:
+            return None
+    return state
+
+
+def load_checkpoint(path: str | Path, net, trainer: gluon.Trainer) -> tuple[dict, "FitResult", int, int]:
+    """Restore ``net`` and ``trainer`` from a checkpoint; returns (best_state, result, next epoch, bad_epochs)."""
+    path = Path(path)
+    for name in CHECKPOINT_FILES:
+        if not (path / name).is_file():
+            raise ConfigError(f"resume: {path / name}: missing checkpoint file")
+    state = read_checkpoint_state(path)
+    if state is None:
+        raise ConfigError(f"resume: {path}: checkpoint is incomplete or corrupt")
+    params = mx.nd.load(str(path / "net.params"))
+    mine = _params(net)
+    if set(params) != set(mine):
+        raise ConfigError(f"resume: {path}: checkpoint parameters do not match the network "
+                          f"(different model config?)")
+    for k, p in mine.items():
+        if p.shape != params[k].shape:
+            raise ConfigError(f"resume: {path}: parameter {k} has shape {params[k].shape}, the network {p.shape}")
+        p.set_data(params[k])
+    trainer.load_states(str(path / "trainer.states"))
+    best = snapshot(net) if state["best_is_current"] else mx.nd.load(str(path / "best.params"))
+    result = FitResult(history=list(state["history"]), best_epoch=int(state["best_epoch"]),
+                       best_val_roc_auc=float(state["best_val_roc_auc"]),
+                       train_seconds=float(state["train_seconds"]), stopped_early=bool(state["stopped_early"]))
+    next_epoch = int(state["epoch"]) + 1
+    return best, result, next_epoch, int(state["bad_epochs"])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -202,8 +285,13 @@ def seed_everything(seed: int) -> None:
 def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
         val: tuple[Sequence[np.ndarray], np.ndarray], trainer_cfg: Mapping, opt_cfg: Mapping,
         seed: int = 0, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        before_epoch: Callable[[int], None] | None = None) -> FitResult:
-    """Train ``net`` (already initialised) and restore its best epoch by validation ROC-AUC."""
+        before_epoch: Callable[[int], None] | None = None, checkpoint_dir: str | Path | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None, resume_from: str | Path | None = None) -> FitResult:
+    """Train ``net`` (already initialised) and restore its best epoch by validation ROC-AUC.
+
+    With ``checkpoint_dir`` the state after every epoch is saved there (and handed to
+    ``on_checkpoint``); ``resume_from`` continues from such a checkpoint, reaching the
+    same result as an uninterrupted run with the same seed."""
     x_train, y_train = train
     x_val, y_val = val
     batch_size = int(trainer_cfg.get("batch_size", 64))
@@ -224,10 +312,17 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
     result = FitResult()
     best_state = None
     bad_epochs = 0
-    started = time.perf_counter()
-    for epoch in range(max_epochs):
+    start_epoch = 0
+    if resume_from is not None:
+        best_state, result, start_epoch, bad_epochs = load_checkpoint(resume_from, net, trainer)
+        log.info("resumed after epoch %d of %d", start_epoch, max_epochs)
+    started = time.perf_counter() - result.train_seconds
+    for epoch in range(start_epoch, max_epochs):
+        if result.stopped_early:
+            break
         if before_epoch is not None:
             before_epoch(epoch)
+        mx.random.seed(seed * 100_003 + epoch)  # dropout stream per (seed, epoch): a resumed run matches
         t0 = time.perf_counter()
         total_loss, seen = 0.0, 0
         bar = tqdm(total=len(x_train), desc=f"epoch {epoch + 1}/{max_epochs}", unit="ex",
@@ -271,8 +366,13 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
                  metrics["examples_per_second"], " *" if improved else "")
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if bad_epochs >= patience:
-            result.stopped_early = True
+        result.stopped_early = bad_epochs >= patience
+        result.train_seconds = time.perf_counter() - started
+        if checkpoint_dir is not None:
+            ckpt = save_checkpoint(checkpoint_dir, net, trainer, best_state, result, epoch, bad_epochs)
+            if on_checkpoint is not None:
+                on_checkpoint(ckpt)
+        if result.stopped_early:
             break
     result.train_seconds = time.perf_counter() - started
     restore(net, best_state)
