@@ -5,6 +5,7 @@ and exit code 2, before any run or artifact is written.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -20,6 +21,9 @@ from .config import register_resolvers  # noqa: E402
 from .errors import XferError  # noqa: E402
 
 log = logging.getLogger("xfer")
+#: OS errors about the machine, not the code (disk full, read-only file system, no permission):
+#: reported like bad input, as one line with exit code 2
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 register_resolvers()
 
 
@@ -58,8 +62,11 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     try:
         result = execute(cfg, hc.runtime.output_dir)
-    except XferError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (XferError, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {e}" if isinstance(e, XferError) else f"error: {e.filename or 'output'}: {e.strerror}",
+              file=sys.stderr)
         if hc.mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job; the other jobs of the sweep go on
         sys.exit(2)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -121,12 +123,18 @@ class MlflowTracker(NullTracker):
         self._mlflow = mlflow
         self.uri = tracking_uri(uri)
         mlflow.set_tracking_uri(self.uri)
-        self.client = mlflow.MlflowClient(self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
-        else:
-            exp_id = exp.experiment_id
+        try:
+            with quiet_store_errors():
+                self.client = mlflow.MlflowClient(self.uri)
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+                else:
+                    exp_id = exp.experiment_id
+                    # a write before any work: a read-only or broken store fails here, not after training
+                    self.client.set_experiment_tag(exp_id, "xfer.last_job_started", str(int(time.time())))
+        except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy/OS errors all mean "unusable store"
+            raise store_error(self.uri, e) from None
         self.experiment_id = exp_id
         self.experiment = experiment
 
@@ -144,7 +152,11 @@ class MlflowTracker(NullTracker):
         parent_run_id = parent_run_id or self.default_parent
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        try:
+            with quiet_store_errors():
+                run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+        except Exception as e:  # noqa: BLE001
+            raise store_error(self.uri, e) from None
         self.run_id = run.info.run_id
         return self.run_id
 
@@ -181,7 +193,6 @@ class MlflowTracker(NullTracker):
             self.client.log_batch(self.run_id, params=items[i:i + 100], synchronous=True)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
 
         from mlflow.entities import Metric
 
@@ -241,6 +252,28 @@ class MlflowTracker(NullTracker):
                                        order_by=["attributes.start_time DESC"])
         return [{"run_id": r.info.run_id, "status": r.info.status, "tags": r.data.tags,
                  "metrics": r.data.metrics, "artifact_uri": r.info.artifact_uri} for r in runs]
+
+
+def store_error(uri: str, exc: BaseException):
+    """An unusable tracking store as one line: ``tracking.uri <uri>: cannot use the MLflow store (<cause>)``."""
+    from .errors import ConfigError
+
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy keeps the driver's own message in .orig
+    lines = [line for line in str(cause).splitlines() if line.strip()] or [type(cause).__name__]
+    first = re.sub(r"^\([\w.]+\)\s*", "", lines[0])  # "(sqlite3.OperationalError) attempt to ..."
+    return ConfigError(f"tracking.uri {uri}: cannot use the MLflow store ({first[:200]})")
+
+
+@contextmanager
+def quiet_store_errors() -> Iterator[None]:
+    """MLflow's sqlite layer logs a full traceback before re-raising; we report one line instead."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _param_value(v: Any) -> str:

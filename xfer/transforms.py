@@ -25,6 +25,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from .errors import ConfigError
+
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 #: the tutorial's split pattern: every ASCII punctuation character is its own token
@@ -266,8 +268,14 @@ def build_preprocessor(cfg: Mapping | None = None, categorical: Sequence[str] = 
 
 
 def fit_preprocessor(pre, frame: pd.DataFrame):
-    """Fit on a standard frame (``text`` + categorical columns)."""
-    return pre.fit(_input(pre, frame))
+    """Fit on a standard frame (``text`` + categorical columns). A vocabulary with no token
+    besides ``<pad>``/``<unk>`` would train a constant model: that is an error."""
+    pre = pre.fit(_input(pre, frame))
+    vocab = token_vocab(pre)
+    if vocab.vocabulary_size <= 2:
+        raise ConfigError(f"transforms: the vocabulary is empty (no token occurs min_freq={vocab.min_freq} times "
+                          f"in {len(frame)} training reviews)")
+    return pre
 
 
 def _input(pre, frame: pd.DataFrame):
