@@ -190,7 +190,8 @@ def clip_gradients(trainer: gluon.Trainer, max_norm: float) -> float:
     grads = [p.list_grad()[0] for p in trainer._params if p.grad_req != "null"]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g.norm() ** 2).asscalar()) for g in grads))
+    # one synchronisation for the whole norm (a per-array asscalar() would wait once per parameter)
+    total = float(mx.nd.sqrt(mx.nd.add_n(*[mx.nd.square(g.norm()) for g in grads])).asscalar())
     if max_norm and total > max_norm:
         scale = max_norm / (total + 1e-8)
         for g in grads:
