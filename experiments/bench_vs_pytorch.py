@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--models", default="cnn,bilstm")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--examples", type=int, default=None, help="training reviews per run (default per model)")
+    ap.add_argument("--out", default="speed_vs_pytorch", help="experiments/results/<out>.json")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "MODEL", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -189,7 +190,7 @@ def main() -> None:
                      "embedding (lazy Adam / SparseAdam), global-norm clip 5", "rounds": args.rounds},
            "models": results,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
-    dest = ROOT / "experiments" / "results" / "speed_vs_pytorch.json"
+    dest = ROOT / "experiments" / "results" / f"{args.out}.json"
     dest.write_text(json.dumps(out, indent=2))
     print(dest)
 

@@ -103,10 +103,14 @@ class CNNEncoder(HybridBlock):
         xc = F.transpose(x, axes=(0, 2, 1))  # (B, E, T)
         pooled = []
         for w, conv in zip(self.widths, self.convs):
-            h = F.transpose(conv(xc), axes=(0, 2, 1))  # (B, T + w - 1, C)
-            h = F.SequenceMask(h, sequence_length=valid_length + (w - 1), use_sequence_length=True,
-                               axis=1, value=NEG_INF)
-            pooled.append(F.relu(F.max(h, axis=1)))
+            h = conv(xc)  # (B, C, T + w - 1)
+            # windows starting at or after valid + w - 1 lie wholly in padding: push them to -inf.
+            # The mask is built along the last axis so that the max reduces over the last axis
+            # too (MXNet's CPU reductions over a middle axis are several times slower).
+            pos = F.reshape(F.contrib.arange_like(h, axis=2), (1, -1))  # (1, T + w - 1)
+            pad = F.broadcast_greater_equal(pos, F.reshape(valid_length + (w - 1), (-1, 1)))  # (B, T + w - 1)
+            h = F.broadcast_add(h, F.expand_dims(pad * NEG_INF, axis=1))
+            pooled.append(F.relu(F.max(h, axis=2)))
         return F.concat(*pooled, dim=1)
 
 
