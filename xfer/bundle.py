@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -30,7 +27,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import BundleError
-from .data import sha256_file
+from .data import atomic_dir, sha256_file
 
 FILES = ("net.params", "model.json", "preprocessor.joblib", "labels.json")
 
@@ -109,10 +106,7 @@ def save_bundle(path: str | Path, net, preprocessor, architecture: Mapping, voca
                 labels: Mapping[str, str], max_len: int | None = None, truncate: str = "head",
                 meta: Mapping[str, Any] | None = None) -> Path:
     """Write a bundle directory atomically and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         net.save_parameters(str(tmp / "net.params"))
         model = {"architecture": dict(architecture), "vocab_size": int(vocab_size), "max_len": max_len,
                  "truncate": truncate}
@@ -122,13 +116,7 @@ def save_bundle(path: str | Path, net, preprocessor, architecture: Mapping, voca
         full_meta = {"xfer_version": __version__, **dict(meta or {}),
                      "files": {f: sha256_file(tmp / f) for f in FILES}}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_bundle(path: str | Path, ctx=None) -> Bundle:

@@ -7,6 +7,7 @@ the column/row and the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import gzip
@@ -64,6 +65,23 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- reading
+@contextlib.contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary sibling of ``path`` to fill; when the block succeeds it replaces ``path``
+    in one rename, when it fails it is removed: ``path`` is either complete or untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file; remembered per (path, size, mtime), so jobs in one process hash
     the 100 MB of IMDB once."""

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -209,30 +206,21 @@ def save_checkpoint(path: str | Path, net, trainer: gluon.Trainer, best_state, r
     parameters, optimizer state (Adam moments, update count, LR schedule), the best epoch's
     parameters (when they differ) and the early-stopping state. Random state needs no saving:
     every epoch reseeds from (seed, epoch)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    from .data import atomic_dir, sha256_file
+
+    with atomic_dir(path) as tmp:
         mx.nd.save(str(tmp / "net.params"), snapshot(net))
         trainer.save_states(str(tmp / "trainer.states"))
         best_is_current = result.best_epoch == epoch
         if not best_is_current:
             mx.nd.save(str(tmp / "best.params"), best_state)
-        from .data import sha256_file
-
         files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         state = {"epoch": epoch, "bad_epochs": bad_epochs, "best_is_current": best_is_current, "files": files,
                  "history": result.history, "best_epoch": result.best_epoch,
                  "best_val_roc_auc": result.best_val_roc_auc, "train_seconds": result.train_seconds,
                  "stopped_early": result.stopped_early}
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def read_checkpoint_state(path: str | Path) -> dict | None:
