@@ -85,11 +85,9 @@ def tsne_plot(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | P
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8, markerscale=1.5)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    from .report import save_figure
+
+    return save_figure(fig, path)
 
 
 @cli_main

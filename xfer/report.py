@@ -30,6 +30,13 @@ def training_curve(history: Sequence[Mapping[str, float]], path: str | Path, tit
         ax.grid(alpha=0.3)
         ax.set_xticks(epochs)
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (PNG, 100 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
@@ -120,11 +127,7 @@ def learning_curve_plot(summary, path: str | Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @cli_main
