@@ -149,9 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    if Path(opts["output"]).exists() and Path(opts["input"]).exists() and \
-            os.path.samefile(opts["input"], opts["output"]):
-        raise ConfigError(f"output: {opts['output']} is the input file; refusing to overwrite it")
     from .bundle import resolve_bundle
 
     bundle = resolve_bundle(str(opts["model"]), opts["tracking_uri"])

@@ -67,10 +67,8 @@ CHECKPOINT_SLOTS = ("checkpoint/a", "checkpoint/b")
 def log_checkpoint(tracker: NullTracker, path: Path) -> None:
     """Log a checkpoint directory into the run's artifacts, state.json (with the other files'
     checksums) last, so a partly copied checkpoint is recognisably incomplete."""
-    from .train import read_checkpoint_state
-
-    state = read_checkpoint_state(path)
-    slot = CHECKPOINT_SLOTS[int(state["epoch"]) % 2]
+    epoch = json.loads((path / "state.json").read_text())["epoch"]  # checksummed when written
+    slot = CHECKPOINT_SLOTS[int(epoch) % 2]
     for f in sorted(path.iterdir(), key=lambda f: f.name == "state.json"):
         tracker.log_artifact(f, slot)
 
@@ -79,7 +77,7 @@ def find_checkpoint(tracker: NullTracker, run_id: str, fingerprint: str) -> Path
     """The newest complete checkpoint of ``run_id``, after checking it trained this config."""
     from .train import read_checkpoint_state
 
-    tags = tracker.get_tags(run_id) if hasattr(tracker, "get_tags") else {}
+    tags = tracker.get_tags(run_id)
     if not tags:
         raise ConfigError(f"resume: run {run_id} not found (or tracking is disabled)")
     if tags.get("xfer.fingerprint") != fingerprint:
@@ -132,12 +130,10 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
                                 **{f"params.{k}": v for k, v in layer_param_counts(net).items()}})
         if tracker.run_id and tracker.run_id != "local":
             log.info("MLflow run %s (if interrupted: resume=%s)", tracker.run_id, tracker.run_id)
-        checkpoint = None
+        checkpoint = {"resume_from": resume_from}
         if cfg["trainer"].get("checkpoint", True):
-            checkpoint = {"checkpoint_dir": out_dir / "checkpoint", "resume_from": resume_from,
-                          "on_checkpoint": lambda path: log_checkpoint(tracker, path)}
-        elif resume_from:
-            checkpoint = {"resume_from": resume_from}
+            checkpoint.update(checkpoint_dir=out_dir / "checkpoint",
+                              on_checkpoint=lambda path: log_checkpoint(tracker, path))
         final, res = fit_and_test(net, splits, cfg["trainer"], cfg["optimizer"], seed, tracker, checkpoint=checkpoint)
         final["preprocess_seconds"] = prep_seconds
         test = {k: v for k, v in final.items() if k.startswith("test_")}

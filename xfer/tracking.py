@@ -90,6 +90,10 @@ class NullTracker:
     def tag_run(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tag another run of the store (e.g. the best trial of a sweep)."""
 
+    def get_tags(self, run_id: str) -> dict[str, str]:
+        """Tags of another run of the store ({} if there is no such run)."""
+        return {}
+
     def end(self, status: str = "FINISHED") -> None:
         self.status = status
 
