@@ -79,24 +79,29 @@ def run_torch(data: dict, model: str) -> dict:
     import torch
     from torch import nn
 
+    from xfer.config import compose_config
+
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
-    V, E, H = data["vocab"], 128, 64
+    mcfg = compose_config(["+experiment=imdb_base", f"model={model}"])["model"]  # the sizes xfer builds
+    V, E, H = data["vocab"], mcfg["embedding"]["size"], mcfg["hidden"]["size"]
+    widths, filters = tuple(mcfg["encoder"].get("widths", ())), mcfg["encoder"].get("filters")
+    units = mcfg["encoder"].get("hidden_size")
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.emb = nn.Embedding(V, E, sparse=True)
             nn.init.uniform_(self.emb.weight, -1 / E ** 0.5, 1 / E ** 0.5)
-            self.edrop = nn.Dropout(0.2)
+            self.edrop = nn.Dropout(mcfg["embedding"]["dropout"])
             if model == "cnn":
-                self.convs = nn.ModuleList(nn.Conv1d(E, 100, w, padding=w - 1) for w in (3, 4, 5))
-                enc = 300
+                self.convs = nn.ModuleList(nn.Conv1d(E, filters, w, padding=w - 1, bias=False) for w in widths)
+                enc = filters * len(widths)
             else:
-                self.rnn = nn.LSTM(E, 96, batch_first=True, bidirectional=True)
-                enc = 4 * 96
+                self.rnn = nn.LSTM(E, units, batch_first=True, bidirectional=True)
+                enc = 4 * units
             self.hidden = nn.Linear(enc, H)
-            self.hdrop = nn.Dropout(0.3)
+            self.hdrop = nn.Dropout(mcfg["hidden"]["dropout"])
             self.out = nn.Linear(H, 1)
 
         def forward(self, tokens, valid):
@@ -104,11 +109,10 @@ def run_torch(data: dict, model: str) -> dict:
             mask = torch.arange(T)[None, :] < valid[:, None]
             e = self.edrop(self.emb(tokens)) * mask[..., None]
             if model == "cnn":
-                x, pooled = e.transpose(1, 2), []
-                for w, conv in zip((3, 4, 5), self.convs):
-                    h = conv(x)  # (B, C, T + w - 1)
-                    m = torch.arange(T + w - 1)[None, :] < (valid + w - 1)[:, None]
-                    pooled.append(torch.relu(h.masked_fill(~m[:, None, :], -1e9).amax(dim=2)))
+                # xfer's CNNEncoder: bias-free convolutions, max over time, ReLU; windows wholly in
+                # padding are exactly 0 and cannot change relu(max), so no mask is needed
+                x = e.transpose(1, 2)
+                pooled = [torch.relu(conv(x).amax(dim=2)) for conv in self.convs]
                 enc = torch.cat(pooled, dim=1)
             else:
                 packed = nn.utils.rnn.pack_padded_sequence(e, valid, batch_first=True, enforce_sorted=False)

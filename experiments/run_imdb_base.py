@@ -46,7 +46,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             result = run_task(cfg, tmp)
         m = result["metrics"]
-        runs[enc] = {"encoder": enc, "overrides": overrides[1:], "test_accuracy": m["test_accuracy"],
+        runs[enc] = {"encoder": enc, "command": "python experiments/run_imdb_base.py " + " ".join(sys.argv[1:]),
+                     "date": time.strftime("%Y-%m-%d"), "overrides": overrides[1:], "test_accuracy": m["test_accuracy"],
                      "test_roc_auc": m["test_roc_auc"], "test_f1": m["test_f1"], "train_seconds": m["train_seconds"],
                      "preprocess_seconds": m["preprocess_seconds"], "wall_seconds": time.perf_counter() - t0,
                      "best_epoch": m["best_epoch"], "epochs_run": len(result["history"]),

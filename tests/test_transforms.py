@@ -4,6 +4,7 @@ import re
 import string
 import subprocess
 import sys
+from collections import Counter
 
 import joblib
 import numpy as np
@@ -13,9 +14,11 @@ from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import NotFittedError
 
-from xfer.data import load_frame
-from xfer.transforms import (PAD_ID, UNK_ID, LowerCaser, NullImputer, Tok2Idx, Tokenize, apply_preprocessor,
-                             build_preprocessor, fit_preprocessor, text_pipeline, token_vocab)
+from xfer.data import data_dir, load_frame
+from xfer.transforms import (PAD_ID, UNK_ID, LowerCaser, NullImputer, Tok2Idx, TokenizedCorpus, Tokenize,
+                             apply_preprocessor, build_preprocessor, fit_preprocessor, text_pipeline, token_vocab)
+
+DATA = data_dir()
 
 
 def tutorial_tokens(text):
@@ -167,3 +170,44 @@ def test_any_unicode_goes_through_the_pipeline_with_ids_in_range(train, new):
 def test_general_split_pattern_uses_substitution():
     tok = Tokenize(split_pattern=r"(\d)", strip_html=False)
     assert tok.transform(["ab1cd 22"])[0] == ["ab", "1", "cd", "2", "2"]
+
+
+# ------------------------------------------------------- the chunked (Arrow) tokenizer path
+def _regex_tokens(tok: Tokenize, texts):
+    return [tok._tokenizer()(t) for t in texts]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(TEXT, st.text(max_size=30)), max_size=12), st.booleans())
+def test_chunked_tokenizer_equals_the_regex_on_many_texts(texts, strip_html):
+    """Transform tokenizes each distinct whitespace-free chunk once (Arrow); the result must be
+    the per-text regex's, whatever the whitespace (ASCII, \\x1c, NBSP, ideographic space)."""
+    tok = Tokenize(strip_html=strip_html)
+    out = tok.transform(pd.Series(texts, dtype=object))
+    assert [list(x) for x in out] == _regex_tokens(tok, texts)
+
+
+def test_chunked_tokenizer_is_used_and_behaves_as_a_sequence():
+    texts = pd.Series(["Good movie. Really!", "", "  padded  ", "good, GOOD"], index=[10, 11, 12, 13])
+    out = Tokenize().transform(texts)
+    assert isinstance(out, TokenizedCorpus) and len(out) == 4
+    assert out[0] == ["Good", "movie", ".", "Really", "!"] and out[1] == [] and out[2] == ["padded"]
+    assert out[-1] == ["good", ",", "GOOD"] and out[1:3] == [[], ["padded"]]
+    with pytest.raises(IndexError):
+        out[4]
+    assert out.to_series().index.tolist() == [10, 11, 12, 13]
+    assert out.counts() == Counter({"Good": 1, "movie": 1, ".": 1, "Really": 1, "!": 1, "padded": 1, "good": 1,
+                                    ",": 1, "GOOD": 1})
+    # a general (non character class) pattern keeps the plain Series of lists
+    assert isinstance(Tokenize(split_pattern=r"(\d)").transform(texts), pd.Series)
+
+
+def test_tok2idx_gives_the_same_ids_from_a_corpus_and_from_token_lists():
+    texts = pd.read_csv(DATA / "imdb" / "test.csv.gz", nrows=300)["text"].str.lower()
+    corpus = Tokenize().transform(texts)
+    fast = Tok2Idx(min_freq=2, max_size=500).fit(corpus)
+    slow = Tok2Idx(min_freq=2, max_size=500).fit(corpus.to_series())
+    assert fast.vocab_.idx_to_token == slow.vocab_.idx_to_token
+    assert fast.n_tokens_seen_ == slow.n_tokens_seen_
+    for a, b in zip(fast.transform(corpus), slow.transform(corpus.to_series())):
+        assert a.dtype == b.dtype == np.int32 and np.array_equal(a, b)

@@ -19,6 +19,9 @@ from .errors import ConfigError
 LAYERS = ("embedding", "encoder", "hidden", "output")
 ENCODER_TYPES = ("pool", "cnn", "bilstm", "lstm", "gru", "bigru")
 NEG_INF = -1e9
+#: bumped whenever the same config builds a different network (2: bias-free CNN, max then ReLU);
+#: part of a base's fingerprint, so a store never reuses a base trained by older code
+ARCHITECTURE_REVISION = 2
 BIGRAM_PRIME = 1_000_003
 
 
@@ -83,13 +86,18 @@ class PoolEncoder(HybridBlock):
 
 
 class CNNEncoder(HybridBlock):
-    """Parallel 1-D convolutions of several widths, ReLU, max over time (Kim, 2014).
+    """Parallel 1-D convolutions of several widths, max over time, ReLU (Kim, 2014).
 
     Each convolution pads ``width - 1`` on both sides, so a review shorter than
-    the width still has windows; windows lying wholly in padding are masked.
+    the width still has windows. The convolutions have no bias: padded positions
+    are zero embeddings, so a window lying wholly in padding gives exactly 0, and
+    ``relu(max over windows)`` (the same as the max of the ReLU outputs) cannot
+    be changed by such windows: padding needs no mask. The per-filter offset
+    lives in the next layer's bias. Against masking and a biased convolution this
+    trains about 1.2x faster on CPU (experiments/README.md).
     """
 
-    def __init__(self, input_size: int, widths=(3, 4, 5), filters: int = 100, **kwargs):
+    def __init__(self, input_size: int, widths=(3, 4, 5), filters: int = 96, **kwargs):
         super().__init__(**kwargs)
         self.widths = tuple(int(w) for w in widths)
         self.output_size = filters * len(self.widths)
@@ -97,20 +105,11 @@ class CNNEncoder(HybridBlock):
             self.convs = nn.HybridSequential(prefix="")
             for w in self.widths:
                 self.convs.add(nn.Conv1D(filters, w, padding=w - 1, layout="NCW", in_channels=input_size,
-                                         prefix=f"conv{w}_"))
+                                         use_bias=False, prefix=f"conv{w}_"))
 
     def hybrid_forward(self, F, x, valid_length):
         xc = F.transpose(x, axes=(0, 2, 1))  # (B, E, T)
-        pooled = []
-        for w, conv in zip(self.widths, self.convs):
-            h = conv(xc)  # (B, C, T + w - 1)
-            # windows starting at or after valid + w - 1 lie wholly in padding: push them to -inf.
-            # The mask is built along the last axis so that the max reduces over the last axis
-            # too (MXNet's CPU reductions over a middle axis are several times slower).
-            pos = F.reshape(F.contrib.arange_like(h, axis=2), (1, -1))  # (1, T + w - 1)
-            pad = F.broadcast_greater_equal(pos, F.reshape(valid_length + (w - 1), (-1, 1)))  # (B, T + w - 1)
-            h = F.broadcast_add(h, F.expand_dims(pad * NEG_INF, axis=1))
-            pooled.append(F.relu(F.max(h, axis=2)))
+        pooled = [F.relu(F.max(conv(xc), axis=2)) for conv in self.convs]  # = max of ReLU, on (B, C) only
         return F.concat(*pooled, dim=1)
 
 
@@ -268,7 +267,7 @@ def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
                               prefix="encoder_")
     elif etype == "cnn":
         encoder = CNNEncoder(esize, widths=tuple(_get(enc_cfg, "widths", (3, 4, 5))),
-                             filters=int(_get(enc_cfg, "filters", 100)), prefix="encoder_")
+                             filters=int(_get(enc_cfg, "filters", 96)), prefix="encoder_")
     else:
         cell = "gru" if "gru" in etype else "lstm"
         encoder = RNNEncoder(esize, cell=cell, hidden_size=int(_get(enc_cfg, "hidden_size", 128)),

@@ -14,7 +14,7 @@ from . import __version__
 from .bundle import fingerprint, save_bundle
 from .data import Dataset, dataset_checksum, input_spec, load_dataset
 from .errors import ConfigError
-from .models import build_model, initialize, layer_param_counts
+from .models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
 from .report import training_curve
 from .tracking import NullTracker, flatten, tracked_run
 from .train import classification_metrics, context, encode_frame, fit, predict_proba, seed_everything
@@ -35,7 +35,7 @@ def base_fingerprint(cfg: Mapping, data_checksum: str | None = None) -> str:
     checksum = data_checksum or dataset_checksum(cfg["data"])
     return fingerprint({"data": data, "data_checksum": checksum, "transforms": cfg["transforms"],
                         "model": cfg["model"], "optimizer": cfg["optimizer"], "trainer": trainer,
-                        "seed": cfg["seed"]})
+                        "seed": cfg["seed"], "architecture": ARCHITECTURE_REVISION})
 
 
 def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) -> dict[str, tuple]:

@@ -192,7 +192,10 @@ def clip_gradients(trainer: gluon.Trainer, max_norm: float) -> float:
     if max_norm and total > max_norm:
         scale = max_norm / (total + 1e-8)
         for g in grads:
-            g[:] = g * scale if g.stype == "default" else mx.nd.sparse.retain(g * scale, g.indices)
+            if g.stype == "default":
+                g *= scale
+            else:
+                g[:] = mx.nd.sparse.retain(g * scale, g.indices)
     return total
 
 

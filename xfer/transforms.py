@@ -12,9 +12,12 @@ whatever ``PYTHONHASHSEED`` is.
 """
 from __future__ import annotations
 
+import functools
+import operator
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence as SequenceABC
 from itertools import chain, repeat
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -40,6 +43,8 @@ def as_series(X: Any) -> pd.Series:
     """Accept a Series, a one-column DataFrame, a list or a 1-D/2-D (n, 1) array."""
     if isinstance(X, pd.Series):
         return X
+    if isinstance(X, TokenizedCorpus):
+        return X.to_series()
     if isinstance(X, pd.DataFrame):
         if X.shape[1] != 1:
             raise ValueError(f"expected one text column, got {X.shape[1]} columns")
@@ -135,9 +140,61 @@ class Tokenize(_Stateless):
         return lambda t: split(html(" ", t))
 
     def transform(self, X):
+        """Token lists, one per text: a :class:`TokenizedCorpus` when the split pattern is a
+        character class (the default), else a Series of lists."""
         s = as_series(X)
+        fast = self._transform_chunks(s)
+        if fast is not None:
+            return fast
         tok = self._tokenizer()
         return pd.Series([tok(t) for t in s], index=s.index, dtype=object)
+
+    def _transform_chunks(self, s: pd.Series) -> "TokenizedCorpus | None":
+        """Tokenize every distinct whitespace-separated chunk once.
+
+        With a character-class pattern no token crosses whitespace, so a text's tokens are
+        the tokens of its chunks in order. Arrow (C++) splits on ASCII whitespace and
+        dictionary-encodes the ~7M chunks of IMDB into ~150k distinct ones; only chunks
+        holding a class character or non-ASCII whitespace go through the Python regex,
+        the rest are one token each. None when the pattern is not a character class,
+        pyarrow is missing, or the input is not all valid strings (the regex path then
+        runs, with its own errors)."""
+        m = _CHAR_CLASS.match(self.split_pattern or PUNCT_PATTERN)
+        special = _chunk_special_class(m.group(1)) if m and self._compiled()[1] else None
+        if special is None or len(s) == 0:
+            return None
+        try:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            texts = s.tolist()
+            if self.strip_html:
+                texts = [HTML_BREAK.sub(" ", t) for t in texts]
+            arr = pa.array(texts, type=pa.large_string())
+        except (ImportError, TypeError, ValueError, UnicodeError):
+            return None
+        if arr.null_count:
+            return None
+        lists = pc.ascii_split_whitespace(arr)
+        encoded = pc.dictionary_encode(lists.flatten())
+        chunks = encoded.dictionary.to_pylist()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        # chunk k's tokens are types[starts[k] : starts[k] + lens[k]]; a plain chunk is its own type
+        types = list(chunks)
+        starts = np.arange(len(chunks), dtype=np.int64)
+        lens = np.ones(len(chunks), dtype=np.int64)
+        split = self._compiled()[0].findall
+        for k in np.flatnonzero(pc.match_substring_regex(encoded.dictionary, special).to_numpy(zero_copy_only=False)):
+            toks = split(chunks[k])
+            starts[k], lens[k] = len(types), len(toks)
+            types.extend(toks)
+        if "" in chunks:  # Arrow yields empty chunks at leading/trailing whitespace: no tokens
+            lens[chunks.index("")] = 0
+        per_chunk = lens[codes]
+        ends = np.cumsum(per_chunk)
+        token_types = np.repeat(starts[codes] - (ends - per_chunk), per_chunk) + np.arange(int(ends[-1]) if len(ends) else 0)
+        offsets = np.concatenate([[0], ends])[np.asarray(lists.offsets)]
+        return TokenizedCorpus(types, token_types, offsets, index=s.index)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -163,7 +220,10 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 
         if int(self.min_freq) < 1:
             raise ValueError(f"min_freq must be >= 1, got {self.min_freq}")
-        counter = Counter(chain.from_iterable(as_series(X)))
+        if isinstance(X, TokenizedCorpus):
+            counter = X.counts()
+        else:
+            counter = Counter(chain.from_iterable(as_series(X)))
         for special in (PAD, UNK):
             counter.pop(special, None)
         self.vocab_ = nlp.Vocab(counter, max_size=self.max_size, min_freq=int(self.min_freq),
@@ -188,8 +248,12 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         check_is_fitted(self, "vocab_")
-        s = as_series(X)
         get = self.vocab_.token_to_idx.get
+        if isinstance(X, TokenizedCorpus):  # one dict lookup per distinct token type, then numpy
+            lut = np.fromiter(map(get, X.types, repeat(UNK_ID)), dtype=np.int32, count=len(X.types))
+            ids = lut[X.token_types] if len(X.token_types) else np.zeros(0, dtype=np.int32)
+            return pd.Series(np.split(ids, X.offsets[1:-1]), index=X.index, dtype=object)
+        s = as_series(X)
         out = [np.fromiter(map(get, toks, repeat(UNK_ID)), dtype=np.int32, count=len(toks)) for toks in s]
         return pd.Series(out, index=s.index, dtype=object)
 
@@ -212,6 +276,75 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
             total += len(toks)
             unk += sum(1 for t in toks if t not in t2i)
         return unk / total if total else 0.0
+
+
+class TokenizedCorpus(SequenceABC):
+    """The token lists of many texts, stored compactly: what :class:`Tokenize` returns.
+
+    ``types`` holds token strings (a string may occur more than once), ``token_types``
+    the index into ``types`` of every token of every text, and text ``i``'s tokens are
+    ``token_types[offsets[i]:offsets[i + 1]]``. It is a sequence of ``list[str]``
+    (``corpus[i]``, iteration, ``len``); :class:`Tok2Idx` reads the arrays directly.
+    """
+
+    def __init__(self, types: list[str], token_types: np.ndarray, offsets: np.ndarray, index=None):
+        self.types, self.token_types, self.offsets = types, token_types, np.asarray(offsets, dtype=np.int64)
+        self.index = index if index is not None else pd.RangeIndex(len(self.offsets) - 1)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = operator.index(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"text {i} out of range for {len(self)} texts")
+        types = self.types
+        return [types[k] for k in self.token_types[self.offsets[i]:self.offsets[i + 1]].tolist()]
+
+    def tolist(self) -> list[list[str]]:
+        return list(self)
+
+    def to_series(self) -> pd.Series:
+        return pd.Series(self.tolist(), index=self.index, dtype=object)
+
+    def counts(self) -> Counter:
+        """How often each token occurs across all texts."""
+        per_type = np.bincount(self.token_types, minlength=len(self.types)) if len(self.token_types) else []
+        counter: Counter = Counter()
+        for token, n in zip(self.types, per_type.tolist() if len(per_type) else []):
+            if n:
+                counter[token] += n
+        return counter
+
+
+@functools.lru_cache(maxsize=None)
+def _all_code_points() -> str:
+    return "".join(map(chr, chain(range(0xD800), range(0xE000, 0x110000))))
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_special_class(body: str) -> str | None:
+    """For the tokenizer of the character class ``[body]``: an RE2 class of the characters
+    that make a whitespace-free chunk need the regex (class members, and the whitespace
+    that Arrow's ASCII split leaves in place), or None if the class holds whitespace
+    (then chunks are not independent)."""
+    members = re.findall(f"[{body}]", _all_code_points())
+    if any(c.isspace() for c in members):
+        return None
+    extra = [c for c in _all_code_points() if c.isspace() and c not in " \t\n\v\f\r"]
+    points = sorted({ord(c) for c in members + extra})
+    ranges, i = [], 0
+    while i < len(points):
+        j = i
+        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+            j += 1
+        ranges.append(f"\\x{{{points[i]:x}}}" + (f"-\\x{{{points[j]:x}}}" if j > i else ""))
+        i = j + 1
+    return "[" + "".join(ranges) + "]"
 
 
 class AsColumn(_Stateless):
