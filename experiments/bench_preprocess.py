@@ -12,6 +12,7 @@ Writes experiments/results/preprocess.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import re
@@ -26,6 +27,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from xfer.data import data_dir
+import xfer.transforms as xfer_transforms
 from xfer.transforms import text_pipeline, token_vocab
 
 
@@ -95,37 +97,50 @@ def tutorial_pipeline() -> Pipeline:
 
 
 # ----------------------------------------------------------------- measurement
-def best_of(fn, repeat):
-    times, out = [], None
+def best_of(fns: dict, repeat: int) -> dict:
+    """Best wall time of each function over ``repeat`` rounds, the functions interleaved
+    within a round (so slow phases of the machine hit every side); as in ``timeit``, the
+    garbage collector is off while a function runs (and collects before it)."""
+    times = {k: [] for k in fns}
+    outs = {}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+        for k, fn in fns.items():
+            outs.pop(k, None)
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                outs[k] = fn()
+                times[k].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return {k: (min(v), outs[k]) for k, v in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=25000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     texts = pd.read_csv(data_dir() / "imdb" / "train.csv.gz")["text"].head(args.n).reset_index(drop=True)
     n = len(texts)
 
-    t_tut, tut_pipe_out = best_of(lambda: (lambda p: (p, p.fit_transform(texts)))(tutorial_pipeline()),
-                                  args.repeat)
-    tut_pipe, tut_ids = tut_pipe_out
     # transforms/tutorial.yaml, with the tutorial's literal (unescaped) pattern, in which the
     # backslash is not a separator; xfer's default escapes it and splits on "\\" as well
     tutorial_cfg = {"strip_html": False, "min_freq": 1, "max_size": None,
                     "split_pattern": f"([{string.punctuation}])"}
-    t_same, same_out = best_of(lambda: (lambda p: (p, p.fit_transform(texts)))(text_pipeline(tutorial_cfg)),
-                               args.repeat)
-    same_pipe, same_ids = same_out
-    t_def, _ = best_of(lambda: text_pipeline({"min_freq": 2, "max_size": 60000}).fit_transform(texts),
-                       args.repeat)
-    t_tut_tr, _ = best_of(lambda: tut_pipe.transform(texts), args.repeat)
-    t_same_tr, _ = best_of(lambda: same_pipe.transform(texts), args.repeat)
+    fitted = best_of({
+        "tutorial": lambda: (lambda p: (p, p.fit_transform(texts)))(tutorial_pipeline()),
+        "xfer": lambda: (lambda p: (p, p.fit_transform(texts)))(text_pipeline(tutorial_cfg)),
+        "default": lambda: text_pipeline({"min_freq": 2, "max_size": 60000}).fit_transform(texts),
+    }, args.repeat)
+    (t_tut, (tut_pipe, tut_ids)), (t_same, (same_pipe, same_ids)) = fitted["tutorial"], fitted["xfer"]
+    t_def = fitted["default"][0]
+    del fitted
+    transformed = best_of({"tutorial": lambda: tut_pipe.transform(texts),
+                           "xfer": lambda: same_pipe.transform(texts)}, args.repeat)
+    t_tut_tr, t_same_tr = transformed["tutorial"][0], transformed["xfer"][0]
+    del transformed
 
     # same output up to id assignment: decode both back to tokens and compare every review
     itos_tut = tut_pipe.named_steps["token2index"].idx2tok
@@ -142,6 +157,8 @@ def main() -> None:
         "transform_docs_per_second_tutorial": n / t_tut_tr,
         "transform_speedup_vs_tutorial": t_tut_tr / t_same_tr,
         "same_tokens_as_tutorial": bool(identical),
+        "xfer_threads": xfer_transforms._THREADS,  # Tokenize's Arrow threads (the tutorial runs in one)
+        "repeat": args.repeat,
         "vocab_size_tutorial": len(itos_tut),
         "vocab_size": len(itos_ours),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),

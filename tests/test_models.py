@@ -90,3 +90,28 @@ def test_same_seed_same_init_and_different_seed_differs():
     c = initialize(build_model({"embedding": {"size": 8}, "encoder": ENCODERS["cnn"], "hidden": {"size": 7}}, V), 1)
     assert not np.array_equal(pa["embedding_weight"],
                               c.collect_params()["embedding_weight"].data().asnumpy())
+
+
+def test_cnn_parameters_can_be_set_after_inference(tmp_path):
+    """oneDNN reorders a convolution weight in place (blocked layout) when the net predicts;
+    restoring the best epoch afterwards must still work and give that epoch's predictions."""
+    from xfer.models import set_param
+    from xfer.train import predict_proba, restore, snapshot
+
+    cfg = {"embedding": {"size": 32}, "encoder": {"type": "cnn", "widths": [3, 4, 5], "filters": 16},
+           "hidden": {"size": 8}, "output": {"size": 1}}
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(2, 50, size=rng.integers(1, 60)).astype(np.int32) for _ in range(40)]
+    net = initialize(build_model(cfg, 50), 0)
+    net.hybridize(static_alloc=True)
+    before = predict_proba(net, seqs)
+    saved = snapshot(net)
+    for p in net.collect_params().values():  # move away from the saved state, after inference
+        set_param(p, p.data().asnumpy() * 0.5)
+    assert not np.allclose(predict_proba(net, seqs), before)
+    restore(net, saved)
+    np.testing.assert_allclose(predict_proba(net, seqs), before, rtol=1e-6)
+    mx.nd.save(str(tmp_path / "net.params"), snapshot(net))  # what checkpoints and bundles write
+    fresh = initialize(build_model(cfg, 50), 1)
+    restore(fresh, mx.nd.load(str(tmp_path / "net.params")))
+    np.testing.assert_allclose(predict_proba(fresh, seqs), before, rtol=1e-6)

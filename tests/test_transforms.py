@@ -211,3 +211,39 @@ def test_tok2idx_gives_the_same_ids_from_a_corpus_and_from_token_lists():
     assert fast.n_tokens_seen_ == slow.n_tokens_seen_
     for a, b in zip(fast.transform(corpus), slow.transform(corpus.to_series())):
         assert a.dtype == b.dtype == np.int32 and np.array_equal(a, b)
+
+
+def test_chunked_tokenizer_in_threads_equals_one_part(monkeypatch):
+    import xfer.transforms as T
+
+    texts = pd.read_csv(DATA / "imdb" / "test.csv.gz", nrows=300)["text"]
+    one = Tokenize().transform(texts)
+    monkeypatch.setattr(T, "_PART_SIZE", 40)
+    monkeypatch.setattr(T, "_THREADS", 3)
+    calls = []
+    chunk_tokens = T._chunk_tokens
+    monkeypatch.setattr(T, "_chunk_tokens", lambda arr, classes: calls.append(len(arr)) or chunk_tokens(arr, classes))
+    three = Tokenize().transform(texts)
+    assert sorted(calls) == [100, 100, 100]  # really in three parts
+    assert len(set(three.types.to_pylist())) == len(three.types) == len(one.types)  # types are distinct
+    assert three.tolist() == one.tolist() == _regex_tokens(Tokenize(), texts)
+    a, b = Tok2Idx(min_freq=2).fit(one), Tok2Idx(min_freq=2).fit(three)
+    assert a.vocab_.idx_to_token == b.vocab_.idx_to_token
+    assert all(np.array_equal(x, y) for x, y in zip(a.transform(one), b.transform(three)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "B", "é", "ab", "<pad>", "<unk>", "日"]), max_size=12)
+                .map(" ".join), min_size=1, max_size=10),
+       st.integers(1, 3), st.sampled_from([None, 0, 1, 3]))
+def test_vocabulary_from_a_corpus_equals_gluonnlps_own(texts, min_freq, max_size):
+    """The corpus path orders the vocabulary itself (numpy/Arrow) and fills a gluonnlp.Vocab;
+    it must equal the Vocab gluonnlp builds from a Counter: ties, min_freq, max_size, specials."""
+    corpus = Tokenize(split_pattern=r"([,])").transform(pd.Series(texts))
+    assert isinstance(corpus, TokenizedCorpus)
+    fast = Tok2Idx(min_freq=min_freq, max_size=max_size).fit(corpus)
+    slow = Tok2Idx(min_freq=min_freq, max_size=max_size).fit(corpus.to_series())
+    assert fast.vocab_.idx_to_token == slow.vocab_.idx_to_token
+    assert dict(fast.vocab_.token_to_idx) == dict(slow.vocab_.token_to_idx)
+    assert fast.vocab_["never-seen"] == slow.vocab_["never-seen"] == UNK_ID
+    assert fast.n_tokens_seen_ == slow.n_tokens_seen_

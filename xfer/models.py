@@ -281,6 +281,16 @@ def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
     return TextClassifier(embedding, encoder, hidden, output, prefix="xfer_")
 
 
+def set_param(param, value) -> None:
+    """``param.set_data(value)`` that also works after inference: oneDNN reorders a
+    convolution's weight in place into its blocked layout when the net predicts, and
+    MXNet 1.9's copy (``set_data``) cannot write into such a 3-D array; the ``identity``
+    operator can (it reorders into the destination)."""
+    for arr in param.list_data():
+        src = value if isinstance(value, mx.nd.NDArray) else mx.nd.array(value, dtype=arr.dtype)
+        mx.nd.identity(src.as_in_context(arr.context).reshape(arr.shape), out=arr)
+
+
 def initialize(net: TextClassifier, seed: int, ctx=None) -> TextClassifier:
     """Seeded initialisation (Xavier for dense/conv/rnn, the layer's own for embeddings)."""
     mx.random.seed(int(seed))

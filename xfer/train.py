@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .models import featurize, ngram_spec
+from .models import featurize, ngram_spec, set_param
 from .transforms import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def snapshot(net) -> dict[str, mx.nd.NDArray]:
 
 def restore(net, state: Mapping[str, mx.nd.NDArray]) -> None:
     for k, p in _params(net).items():
-        p.set_data(state[k])
+        set_param(p, state[k])
 
 
 def lr_scheduler(opt_cfg: Mapping, total_updates: int):
@@ -258,7 +258,7 @@ def load_checkpoint(path: str | Path, net, trainer: gluon.Trainer) -> tuple[dict
     for k, p in mine.items():
         if p.shape != params[k].shape:
             raise ConfigError(f"resume: {path}: parameter {k} has shape {params[k].shape}, the network {p.shape}")
-        p.set_data(params[k])
+        set_param(p, params[k])
     trainer.load_states(str(path / "trainer.states"))
     best = snapshot(net) if state["best_is_current"] else mx.nd.load(str(path / "best.params"))
     result = FitResult(history=list(state["history"]), best_epoch=int(state["best_epoch"]),

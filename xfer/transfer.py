@@ -32,7 +32,7 @@ from .embed import layer_embeddings, tsne_plot
 from .errors import ConfigError
 from .freeze import make_schedule, set_lr_mult, trainable_report
 from .heads import catboost_embeddings, tfidf_lr
-from .models import bigram_buckets, build_model, initialize
+from .models import bigram_buckets, build_model, initialize, set_param
 from .report import markdown_table
 from .tracking import NullTracker, flatten, tracked_run
 from .train import context, encode_frame, seed_everything
@@ -145,7 +145,7 @@ def transplant(base: Bundle, vocab_size: int, hidden: str = "keep", seed: int = 
             new[old_v:vocab_size] = w[2:old_v].mean(axis=0)
             new[vocab_size:] = w[old_v:]
             w = new
-        p.set_data(w)
+        set_param(p, w)
     return net
 
 
@@ -177,8 +177,8 @@ def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:
     if len(np.unique(labels)) < 2:
         return float("nan")
     probe = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(feats, labels)
-    net.output.weight.set_data(probe.coef_.astype(np.float32))
-    net.output.bias.set_data(probe.intercept_.astype(np.float32))
+    set_param(net.output.weight, probe.coef_.astype(np.float32))
+    set_param(net.output.bias, probe.intercept_.astype(np.float32))
     return float(probe.score(feats, labels))
 
 

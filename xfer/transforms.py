@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import re
 import string
 from collections import Counter
@@ -150,51 +151,41 @@ class Tokenize(_Stateless):
         return pd.Series([tok(t) for t in s], index=s.index, dtype=object)
 
     def _transform_chunks(self, s: pd.Series) -> "TokenizedCorpus | None":
-        """Tokenize every distinct whitespace-separated chunk once.
+        """Tokenize every distinct whitespace-separated chunk once, in Arrow (C++).
 
         With a character-class pattern no token crosses whitespace, so a text's tokens are
-        the tokens of its chunks in order. Arrow (C++) splits on ASCII whitespace and
-        dictionary-encodes the ~7M chunks of IMDB into ~150k distinct ones; only chunks
-        holding a class character or non-ASCII whitespace go through the Python regex,
-        the rest are one token each. None when the pattern is not a character class,
-        pyarrow is missing, or the input is not all valid strings (the regex path then
-        runs, with its own errors)."""
+        the tokens of its chunks in order. Arrow splits the texts on ASCII whitespace and
+        dictionary-encodes the ~6M chunks of IMDB into ~150k distinct ones; a distinct chunk
+        holding class characters or other whitespace is split once more (class characters
+        padded with spaces, other whitespace made a space), the rest are one token each.
+        None when the pattern is not such a class, pyarrow is missing, or the input is not
+        all valid strings: the regex path then runs, with its own errors."""
         m = _CHAR_CLASS.match(self.split_pattern or PUNCT_PATTERN)
-        special = _chunk_special_class(m.group(1)) if m and self._compiled()[1] else None
-        if special is None or len(s) == 0:
+        classes = _chunk_classes(m.group(1)) if m and self._compiled()[1] else None
+        if classes is None or len(s) == 0:
             return None
         try:
             import pyarrow as pa
-            import pyarrow.compute as pc
 
             texts = s.tolist()
             if self.strip_html:
                 texts = [HTML_BREAK.sub(" ", t) for t in texts]
-            arr = pa.array(texts, type=pa.large_string())
+            # Arrow's kernels release the GIL: large inputs are split in parts tokenized in threads
+            n_parts = min(_THREADS, max(1, len(texts) // _PART_SIZE))
+            bounds = np.linspace(0, len(texts), n_parts + 1).astype(int)
+            arrays = [pa.array(texts[a:b], type=pa.large_string()) for a, b in zip(bounds[:-1], bounds[1:])]
         except (ImportError, TypeError, ValueError, UnicodeError):
             return None
-        if arr.null_count:
+        if any(a.null_count for a in arrays):
             return None
-        lists = pc.ascii_split_whitespace(arr)
-        encoded = pc.dictionary_encode(lists.flatten())
-        chunks = encoded.dictionary.to_pylist()
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        # chunk k's tokens are types[starts[k] : starts[k] + lens[k]]; a plain chunk is its own type
-        types = list(chunks)
-        starts = np.arange(len(chunks), dtype=np.int64)
-        lens = np.ones(len(chunks), dtype=np.int64)
-        split = self._compiled()[0].findall
-        for k in np.flatnonzero(pc.match_substring_regex(encoded.dictionary, special).to_numpy(zero_copy_only=False)):
-            toks = split(chunks[k])
-            starts[k], lens[k] = len(types), len(toks)
-            types.extend(toks)
-        if "" in chunks:  # Arrow yields empty chunks at leading/trailing whitespace: no tokens
-            lens[chunks.index("")] = 0
-        per_chunk = lens[codes]
-        ends = np.cumsum(per_chunk)
-        token_types = np.repeat(starts[codes] - (ends - per_chunk), per_chunk) + np.arange(int(ends[-1]) if len(ends) else 0)
-        offsets = np.concatenate([[0], ends])[np.asarray(lists.offsets)]
-        return TokenizedCorpus(types, token_types, offsets, index=s.index)
+        if n_parts == 1:
+            parts = [_chunk_tokens(arrays[0], classes)]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n_parts) as pool:
+                parts = list(pool.map(lambda a: _chunk_tokens(a, classes), arrays))
+        return TokenizedCorpus.concat(parts, index=s.index)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -220,10 +211,16 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 
         if int(self.min_freq) < 1:
             raise ValueError(f"min_freq must be >= 1, got {self.min_freq}")
-        if isinstance(X, TokenizedCorpus):
-            counter = X.counts()
-        else:
-            counter = Counter(chain.from_iterable(as_series(X)))
+        if isinstance(X, TokenizedCorpus):  # already in vocabulary order, counted in numpy
+            tokens, counts = X.by_frequency()
+            special = [tokens.index(t) for t in (PAD, UNK) if t in tokens]  # literal "<pad>"/"<unk>"
+            keep = counts >= int(self.min_freq)
+            keep[special] = False
+            itos = [t for t, k in zip(tokens, keep.tolist()) if k][:self.max_size or None]
+            self.vocab_ = _vocab(itos)
+            self.n_tokens_seen_ = int(counts.sum() - counts[special].sum())
+            return self
+        counter = Counter(chain.from_iterable(as_series(X)))
         for special in (PAD, UNK):
             counter.pop(special, None)
         self.vocab_ = nlp.Vocab(counter, max_size=self.max_size, min_freq=int(self.min_freq),
@@ -234,25 +231,19 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 
     def with_vocabulary(self, idx_to_token: Sequence[str]) -> "Tok2Idx":
         """Set the fitted vocabulary to ``idx_to_token`` (which must start with <pad>, <unk>)."""
-        import gluonnlp as nlp
-
         itos = list(idx_to_token)
         if itos[:2] != [PAD, UNK] or len(set(itos)) != len(itos):
             raise ValueError("a vocabulary starts with <pad>, <unk> and holds each token once")
-        counter = Counter({t: 1 for t in itos[2:]})
-        self.vocab_ = nlp.Vocab(counter, max_size=None, min_freq=1, unknown_token=UNK, padding_token=PAD,
-                                bos_token=None, eos_token=None,
-                                token_to_idx={t: i for i, t in enumerate(itos)})
+        self.vocab_ = _vocab(itos[2:])
         self.n_tokens_seen_ = getattr(self, "n_tokens_seen_", 0)
         return self
 
     def transform(self, X):
         check_is_fitted(self, "vocab_")
         get = self.vocab_.token_to_idx.get
-        if isinstance(X, TokenizedCorpus):  # one dict lookup per distinct token type, then numpy
-            lut = np.fromiter(map(get, X.types, repeat(UNK_ID)), dtype=np.int32, count=len(X.types))
-            ids = lut[X.token_types] if len(X.token_types) else np.zeros(0, dtype=np.int32)
-            return pd.Series(np.split(ids, X.offsets[1:-1]), index=X.index, dtype=object)
+        if isinstance(X, TokenizedCorpus):  # one hash lookup per token type (in Arrow), then numpy
+            ids, off = X.ids(self.vocab_.idx_to_token, UNK_ID), X.offsets.tolist()
+            return pd.Series([ids[a:b] for a, b in zip(off[:-1], off[1:])], index=X.index, dtype=object)
         s = as_series(X)
         out = [np.fromiter(map(get, toks, repeat(UNK_ID)), dtype=np.int32, count=len(toks)) for toks in s]
         return pd.Series(out, index=s.index, dtype=object)
@@ -281,15 +272,17 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 class TokenizedCorpus(SequenceABC):
     """The token lists of many texts, stored compactly: what :class:`Tokenize` returns.
 
-    ``types`` holds token strings (a string may occur more than once), ``token_types``
-    the index into ``types`` of every token of every text, and text ``i``'s tokens are
-    ``token_types[offsets[i]:offsets[i + 1]]``. It is a sequence of ``list[str]``
-    (``corpus[i]``, iteration, ``len``); :class:`Tok2Idx` reads the arrays directly.
+    ``types`` is an Arrow string array of the distinct tokens, ``token_types`` the index
+    into ``types`` of every token of every text, and text ``i``'s tokens are
+    ``token_types[offsets[i]:offsets[i + 1]]``. It is a sequence
+    of ``list[str]`` (``corpus[i]``, iteration, ``len``); :class:`Tok2Idx` reads the
+    arrays directly, without making a Python string per token.
     """
 
-    def __init__(self, types: list[str], token_types: np.ndarray, offsets: np.ndarray, index=None):
+    def __init__(self, types, token_types: np.ndarray, offsets: np.ndarray, index=None):
         self.types, self.token_types, self.offsets = types, token_types, np.asarray(offsets, dtype=np.int64)
         self.index = index if index is not None else pd.RangeIndex(len(self.offsets) - 1)
+        self._strings: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -302,8 +295,30 @@ class TokenizedCorpus(SequenceABC):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"text {i} out of range for {len(self)} texts")
-        types = self.types
-        return [types[k] for k in self.token_types[self.offsets[i]:self.offsets[i + 1]].tolist()]
+        if self._strings is None:
+            self._strings = self.types.to_pylist()
+        strings = self._strings
+        return [strings[k] for k in self.token_types[self.offsets[i]:self.offsets[i + 1]].tolist()]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_strings": None}
+
+    @classmethod
+    def concat(cls, parts: Sequence["TokenizedCorpus"], index=None) -> "TokenizedCorpus":
+        """One corpus holding the texts of ``parts`` in order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if len(parts) == 1:
+            return cls(parts[0].types, parts[0].token_types, parts[0].offsets, index=index)
+        merged = pc.dictionary_encode(pa.concat_arrays([p.types for p in parts]))
+        to_merged = merged.indices.to_numpy(zero_copy_only=False)
+        type_base = np.cumsum([0] + [len(p.types) for p in parts])
+        token_base = np.cumsum([0] + [len(p.token_types) for p in parts[:-1]])
+        return cls(merged.dictionary,
+                   np.concatenate([to_merged[a:b][p.token_types] for p, a, b in zip(parts, type_base, type_base[1:])]),
+                   np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + b for p, b in zip(parts, token_base)]),
+                   index=index)
 
     def tolist(self) -> list[list[str]]:
         return list(self)
@@ -313,12 +328,29 @@ class TokenizedCorpus(SequenceABC):
 
     def counts(self) -> Counter:
         """How often each token occurs across all texts."""
-        per_type = np.bincount(self.token_types, minlength=len(self.types)) if len(self.token_types) else []
-        counter: Counter = Counter()
-        for token, n in zip(self.types, per_type.tolist() if len(per_type) else []):
-            if n:
-                counter[token] += n
-        return counter
+        tokens, counts = self.by_frequency()
+        return Counter(dict(zip(tokens, counts.tolist())))
+
+    def by_frequency(self) -> tuple[list[str], np.ndarray]:
+        """The tokens that occur, by count (descending) then token (code point order, as
+        Python compares strings; UTF-8 byte order is the same), with their counts."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        totals = np.bincount(self.token_types, minlength=len(self.types))
+        seen = np.flatnonzero(totals)
+        by_token = seen[pc.sort_indices(pc.take(self.types, pa.array(seen))).to_numpy(zero_copy_only=False)]
+        order = by_token[np.argsort(-totals[by_token], kind="stable")]
+        return pc.take(self.types, pa.array(order)).to_pylist(), totals[order]
+
+    def ids(self, idx_to_token: Sequence[str], unknown: int) -> np.ndarray:
+        """Every token's position in ``idx_to_token`` (``unknown`` if absent), as int32."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        lut = pc.index_in(self.types, value_set=pa.array(idx_to_token, type=pa.large_string()))
+        lut = lut.fill_null(unknown).to_numpy(zero_copy_only=False).astype(np.int32)
+        return lut[self.token_types] if len(self.token_types) else np.zeros(0, dtype=np.int32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -326,17 +358,48 @@ def _all_code_points() -> str:
     return "".join(map(chr, chain(range(0xD800), range(0xE000, 0x110000))))
 
 
-@functools.lru_cache(maxsize=16)
-def _chunk_special_class(body: str) -> str | None:
-    """For the tokenizer of the character class ``[body]``: an RE2 class of the characters
-    that make a whitespace-free chunk need the regex (class members, and the whitespace
-    that Arrow's ASCII split leaves in place), or None if the class holds whitespace
-    (then chunks are not independent)."""
-    members = re.findall(f"[{body}]", _all_code_points())
-    if any(c.isspace() for c in members):
-        return None
-    extra = [c for c in _all_code_points() if c.isspace() and c not in " \t\n\v\f\r"]
-    points = sorted({ord(c) for c in members + extra})
+_THREADS = min(4, os.cpu_count() or 1)
+_PART_SIZE = 4096  # texts per thread at least
+
+
+def _chunk_tokens(arr, classes: tuple[str, str, str]) -> "TokenizedCorpus":
+    """Tokenize an Arrow string array chunk by distinct chunk (see Tokenize._transform_chunks)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    punct, space, special = classes
+    lists = pc.ascii_split_whitespace(arr)
+    encoded = pc.dictionary_encode(lists.flatten())
+    chunks = encoded.dictionary
+    # chunk k's tokens are types[starts[k] : starts[k] + lens[k]]; a plain chunk is its own type
+    starts = np.arange(len(chunks), dtype=np.int64)
+    lens = np.ones(len(chunks), dtype=np.int32)
+    lens[pc.equal(pc.binary_length(chunks), 0).to_numpy(zero_copy_only=False)] = 0  # at leading/trailing space
+    hard = np.flatnonzero(pc.match_substring_regex(chunks, special).to_numpy(zero_copy_only=False))
+    extra = pa.array([], type=pa.large_string())
+    if len(hard):
+        spaced = pc.replace_substring_regex(pc.take(chunks, pa.array(hard)), space, " ")
+        parts = pc.ascii_split_whitespace(pc.replace_substring_regex(spaced, f"({punct})", r" \1 "))
+        flat = parts.flatten()
+        keep = pc.greater(pc.binary_length(flat), 0)
+        extra = flat.filter(keep)
+        lens[hard] = np.bincount(pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)[
+            keep.to_numpy(zero_copy_only=False)], minlength=len(hard))
+        starts[hard] = len(chunks) + np.cumsum(lens[hard]) - lens[hard]
+    # each distinct chunk's token list (as ids of distinct tokens), then one list per occurrence
+    distinct = pc.dictionary_encode(pa.concat_arrays([chunks, extra]))  # a token may come from many chunks
+    bounds = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
+    positions = np.repeat(starts - bounds[:-1], lens) + np.arange(bounds[-1])  # into [chunks, extra]
+    chunk_tokens = pa.LargeListArray.from_arrays(pa.array(bounds),
+                                                 pa.array(distinct.indices.to_numpy(zero_copy_only=False)[positions]))
+    per_occurrence = pc.take(chunk_tokens, encoded.indices)
+    offsets = np.asarray(per_occurrence.offsets)[np.asarray(lists.offsets)]
+    return TokenizedCorpus(distinct.dictionary, per_occurrence.flatten().to_numpy(zero_copy_only=False), offsets)
+
+
+def _re2_class(chars: Iterable[str]) -> str:
+    """An RE2 character class matching exactly ``chars`` (code points as \\x{..} ranges)."""
+    points = sorted({ord(c) for c in chars})
     ranges, i = [], 0
     while i < len(points):
         j = i
@@ -345,6 +408,34 @@ def _chunk_special_class(body: str) -> str | None:
         ranges.append(f"\\x{{{points[i]:x}}}" + (f"-\\x{{{points[j]:x}}}" if j > i else ""))
         i = j + 1
     return "[" + "".join(ranges) + "]"
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_classes(body: str) -> tuple[str, str, str] | None:
+    """RE2 classes for the chunked tokenizer of the Python character class ``[body]``: its
+    members, the whitespace that Arrow's ASCII split leaves inside chunks (what Python's
+    ``str.split`` and ``\\s`` also split on), and both together. None if the class holds
+    whitespace (then chunks are not independent)."""
+    members = re.findall(f"[{body}]", _all_code_points())
+    if not members or any(c.isspace() for c in members):
+        return None
+    space = [c for c in _all_code_points() if c.isspace() and c not in " \t\n\v\f\r"]
+    return _re2_class(members), _re2_class(space), _re2_class(members + space)
+
+
+def _vocab(tokens: Sequence[str]):
+    """A gluonnlp.Vocab of ``<pad>`` = 0, ``<unk>`` = 1, then ``tokens`` in the given order.
+
+    gluonnlp builds a Vocab only from a Counter, sorting it in Python; the order is known
+    here, so the tokens are appended to the two-token Vocab's index (its two attributes,
+    as its own constructor fills them)."""
+    import gluonnlp as nlp
+
+    vocab = nlp.Vocab(None, unknown_token=UNK, padding_token=PAD, bos_token=None, eos_token=None,
+                      token_to_idx={PAD: PAD_ID, UNK: UNK_ID})
+    vocab._idx_to_token.extend(tokens)
+    vocab._token_to_idx.update(zip(tokens, range(2, 2 + len(tokens))))
+    return vocab
 
 
 class AsColumn(_Stateless):
