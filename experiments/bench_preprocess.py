@@ -3,9 +3,12 @@ tutorial's (its four transformers as published, with only the syntax error in Nu
 fixed and a no-op fit added to LowerCaser so that Pipeline accepts it).
 
 Both run in the same process on the same IMDB training reviews; the outputs are checked to
-be the same token sequences (ids differ: the tutorial numbers tokens by set() order).
+be the same token sequences (ids differ: the tutorial numbers tokens by set() order). Each
+run times both pipelines interleaved, best of --repeat rounds, with the garbage collector
+off while a pipeline runs (as timeit does; with it on, the tutorial's ~7M token objects also
+pay for collections); --runs such runs, the median is reported.
 
-    python experiments/bench_preprocess.py [--n 25000] [--repeat 3]
+    python experiments/bench_preprocess.py [--n 25000] [--repeat 9] [--runs 3]
 
 Writes experiments/results/preprocess.json.
 """
@@ -14,8 +17,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import re
+import statistics
 import string
 import time
 from pathlib import Path
@@ -117,14 +122,10 @@ def best_of(fns: dict, repeat: int) -> dict:
     return {k: (min(v), outs[k]) for k, v in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=25000)
-    ap.add_argument("--repeat", type=int, default=7)
-    args = ap.parse_args()
-    texts = pd.read_csv(data_dir() / "imdb" / "train.csv.gz")["text"].head(args.n).reset_index(drop=True)
+def measure(texts: pd.Series, repeat: int) -> dict:
+    """One measurement: best-of-``repeat`` times of both pipelines, fit + transform and
+    transform alone, and whether their outputs are the same tokens."""
     n = len(texts)
-
     # transforms/tutorial.yaml, with the tutorial's literal (unescaped) pattern, in which the
     # backslash is not a separator; xfer's default escapes it and splits on "\\" as well
     tutorial_cfg = {"strip_html": False, "min_freq": 1, "max_size": None,
@@ -133,12 +134,12 @@ def main() -> None:
         "tutorial": lambda: (lambda p: (p, p.fit_transform(texts)))(tutorial_pipeline()),
         "xfer": lambda: (lambda p: (p, p.fit_transform(texts)))(text_pipeline(tutorial_cfg)),
         "default": lambda: text_pipeline({"min_freq": 2, "max_size": 60000}).fit_transform(texts),
-    }, args.repeat)
+    }, repeat)
     (t_tut, (tut_pipe, tut_ids)), (t_same, (same_pipe, same_ids)) = fitted["tutorial"], fitted["xfer"]
     t_def = fitted["default"][0]
     del fitted
     transformed = best_of({"tutorial": lambda: tut_pipe.transform(texts),
-                           "xfer": lambda: same_pipe.transform(texts)}, args.repeat)
+                           "xfer": lambda: same_pipe.transform(texts)}, repeat)
     t_tut_tr, t_same_tr = transformed["tutorial"][0], transformed["xfer"][0]
     del transformed
 
@@ -146,9 +147,7 @@ def main() -> None:
     itos_tut = tut_pipe.named_steps["token2index"].idx2tok
     itos_ours = token_vocab(same_pipe).vocab_.idx_to_token
     identical = all([itos_tut[i] for i in a] == [itos_ours[int(i)] for i in b] for a, b in zip(tut_ids, same_ids))
-
-    result = {
-        "n_docs": n,
+    return {
         "docs_per_second": n / t_same,
         "docs_per_second_default_transforms": n / t_def,
         "docs_per_second_tutorial": n / t_tut,
@@ -157,16 +156,40 @@ def main() -> None:
         "transform_docs_per_second_tutorial": n / t_tut_tr,
         "transform_speedup_vs_tutorial": t_tut_tr / t_same_tr,
         "same_tokens_as_tutorial": bool(identical),
-        "xfer_threads": xfer_transforms._THREADS,  # Tokenize's Arrow threads (the tutorial runs in one)
-        "repeat": args.repeat,
         "vocab_size_tutorial": len(itos_tut),
         "vocab_size": len(itos_ours),
-        "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
-        "command": "python experiments/bench_preprocess.py " + f"--n {args.n} --repeat {args.repeat}",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=25000)
+    ap.add_argument("--repeat", type=int, default=9, help="timed rounds per measurement (best counts)")
+    ap.add_argument("--runs", type=int, default=3, help="independent measurements (the median is reported)")
+    args = ap.parse_args()
+    texts = pd.read_csv(data_dir() / "imdb" / "train.csv.gz")["text"].head(args.n).reset_index(drop=True)
+    runs = []
+    for r in range(args.runs):
+        runs.append(measure(texts, args.repeat))
+        print(f"run {r + 1}: fit+transform {runs[-1]['speedup_vs_tutorial']:.2f}x, "
+              f"transform {runs[-1]['transform_speedup_vs_tutorial']:.2f}x", flush=True)
+    keys = [k for k, v in runs[0].items() if isinstance(v, float)]
+    result = {
+        "n_docs": len(texts),
+        **{k: statistics.median(r[k] for r in runs) for k in keys},  # median over runs
+        "same_tokens_as_tutorial": all(r["same_tokens_as_tutorial"] for r in runs),
+        "vocab_size_tutorial": runs[0]["vocab_size_tutorial"],
+        "vocab_size": runs[0]["vocab_size"],
+        "runs": runs,
+        "xfer_threads": xfer_transforms._THREADS,  # Tokenize's Arrow threads (the tutorial runs in one)
+        "timing": f"best of {args.repeat} interleaved rounds per run, gc off while timed (as timeit); "
+                  f"median of {args.runs} runs",
+        "machine": f"{platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}".strip(),
+        "command": f"python experiments/bench_preprocess.py --n {args.n} --repeat {args.repeat} --runs {args.runs}",
     }
     out = Path(__file__).resolve().parent / "results" / "preprocess.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
 
 
 if __name__ == "__main__":
