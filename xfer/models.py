@@ -3,8 +3,8 @@
 Every network is ``embedding -> encoder -> hidden -> output`` with those four
 stable child names, so freezing, extraction and surgery can address layers by
 name. The forward pass takes ``(tokens, valid_length)``; padding is masked
-everywhere (zeroed embeddings, masked pooling, RNN sequence lengths), so the
-amount of padding in a batch never changes a prediction.
+(zeroed embeddings, masked pooling, RNN sequence lengths; the CNN needs no mask,
+see CNNEncoder), so the amount of padding in a batch never changes a prediction.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - mlflow is a dependency
 #: a review longer than this many characters is refused (1 MB of text is not a review)
 MAX_TEXT_CHARS = 100_000
 #: packages the model needs at load time, pinned to the versions that trained it
-REQUIREMENTS = ("mxnet", "gluonnlp", "numpy", "scipy", "scikit-learn", "pandas", "joblib", "mlflow")
+REQUIREMENTS = ("mxnet", "gluonnlp", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "joblib", "mlflow")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
