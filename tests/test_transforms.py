@@ -5,6 +5,7 @@ import string
 import subprocess
 import sys
 from collections import Counter
+from unittest import mock
 
 import joblib
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import NotFittedError
 
+import xfer.transforms as xfer_transforms
 from xfer.data import data_dir, load_frame
 from xfer.transforms import (PAD_ID, UNK_ID, LowerCaser, NullImputer, Tok2Idx, TokenizedCorpus, Tokenize,
                              apply_preprocessor, build_preprocessor, fit_preprocessor, text_pipeline, token_vocab)
@@ -183,12 +185,15 @@ def test_chunked_tokenizer_equals_the_regex_on_many_texts(texts, strip_html):
     """Transform tokenizes each distinct whitespace-free chunk once (Arrow); the result must be
     the per-text regex's, whatever the whitespace (ASCII, \\x1c, NBSP, ideographic space)."""
     tok = Tokenize(strip_html=strip_html)
-    out = tok.transform(pd.Series(texts, dtype=object))
+    with mock.patch.object(xfer_transforms, "_ARROW_MIN_TEXTS", 0):
+        out = tok.transform(pd.Series(texts, dtype=object))
     assert [list(x) for x in out] == _regex_tokens(tok, texts)
 
 
-def test_chunked_tokenizer_is_used_and_behaves_as_a_sequence():
+def test_chunked_tokenizer_is_used_and_behaves_as_a_sequence(monkeypatch):
     texts = pd.Series(["Good movie. Really!", "", "  padded  ", "good, GOOD"], index=[10, 11, 12, 13])
+    assert isinstance(Tokenize().transform(texts), pd.Series)  # 4 texts: the regex is quicker
+    monkeypatch.setattr(xfer_transforms, "_ARROW_MIN_TEXTS", 4)
     out = Tokenize().transform(texts)
     assert isinstance(out, TokenizedCorpus) and len(out) == 4
     assert out[0] == ["Good", "movie", ".", "Really", "!"] and out[1] == [] and out[2] == ["padded"]
@@ -239,7 +244,8 @@ def test_chunked_tokenizer_in_threads_equals_one_part(monkeypatch):
 def test_vocabulary_from_a_corpus_equals_gluonnlps_own(texts, min_freq, max_size):
     """The corpus path orders the vocabulary itself (numpy/Arrow) and fills a gluonnlp.Vocab;
     it must equal the Vocab gluonnlp builds from a Counter: ties, min_freq, max_size, specials."""
-    corpus = Tokenize(split_pattern=r"([,])").transform(pd.Series(texts))
+    with mock.patch.object(xfer_transforms, "_ARROW_MIN_TEXTS", 0):
+        corpus = Tokenize(split_pattern=r"([,])").transform(pd.Series(texts))
     assert isinstance(corpus, TokenizedCorpus)
     fast = Tok2Idx(min_freq=min_freq, max_size=max_size).fit(corpus)
     slow = Tok2Idx(min_freq=min_freq, max_size=max_size).fit(corpus.to_series())

@@ -20,7 +20,7 @@ import pandas as pd
 from .bundle import resolve_bundle
 from .errors import ConfigError, cli_main
 from .models import layer_names
-from .train import iter_batches
+from .train import INFERENCE_ROUND_TO, iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def layer_embeddings(net, seqs: Sequence[np.ndarray], layer: str, batch_size: in
     if layer not in layer_names(net):
         raise ConfigError(f"layer: unknown layer {layer!r} (one of {', '.join(layer_names(net))})")
     out: np.ndarray | None = None
-    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size):
+    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size, round_to=INFERENCE_ROUND_TO):
         vec = net.layer_outputs(tokens, valid)[layer].asnumpy()
         if out is None:
             out = np.zeros((len(seqs), vec.shape[1]), dtype=np.float32)

@@ -68,10 +68,17 @@ def context(name: str | None) -> mx.Context:
     raise ConfigError(f"trainer.ctx: unknown device {name!r} (cpu | gpu | gpu:N)")
 
 
+#: inference pads batches to a multiple of this many tokens: oneDNN compiles a kernel per input
+#: shape, so single reviews of every length would each pay a compilation; padding never changes
+#: a prediction (see models.py)
+INFERENCE_ROUND_TO = 32
+
+
 def iter_batches(seqs: Sequence[np.ndarray], labels: np.ndarray | None, batch_size: int,
                  num_buckets: int = 10, shuffle: bool = False, seed: int = 0,
-                 ctx: mx.Context | None = None) -> Iterator[tuple]:
-    """Length-bucketed batches: (tokens, valid_length, labels or None, indices)."""
+                 ctx: mx.Context | None = None, round_to: int | None = None) -> Iterator[tuple]:
+    """Length-bucketed batches: (tokens, valid_length, labels or None, indices); with
+    ``round_to`` the padded length is a multiple of it."""
     import gluonnlp as nlp
 
     if len(seqs) == 0:
@@ -82,7 +89,7 @@ def iter_batches(seqs: Sequence[np.ndarray], labels: np.ndarray | None, batch_si
         warnings.simplefilter("ignore", UserWarning)
         sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
                                               shuffle=shuffle)
-    pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32")
+    pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32", round_to=round_to)
     ctx = ctx or mx.cpu()
     if shuffle:
         np.random.seed(seed)  # FixedBucketSampler shuffles with numpy's global generator
@@ -112,7 +119,8 @@ def predict_proba(net: gluon.HybridBlock, seqs: Sequence[np.ndarray], batch_size
                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
     """Positive-class probability for every review, in input order."""
     out = np.zeros(len(seqs), dtype=np.float64)
-    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx):
+    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx,
+                                              round_to=INFERENCE_ROUND_TO):
         out[idx] = mx.nd.sigmoid(net(tokens, valid)).asnumpy()[:, 0]
     return out
 

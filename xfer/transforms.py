@@ -142,7 +142,7 @@ class Tokenize(_Stateless):
 
     def transform(self, X):
         """Token lists, one per text: a :class:`TokenizedCorpus` when the split pattern is a
-        character class (the default), else a Series of lists."""
+        character class (the default) and there are at least 64 texts, else a Series of lists."""
         s = as_series(X)
         fast = self._transform_chunks(s)
         if fast is not None:
@@ -162,7 +162,7 @@ class Tokenize(_Stateless):
         all valid strings: the regex path then runs, with its own errors."""
         m = _CHAR_CLASS.match(self.split_pattern or PUNCT_PATTERN)
         classes = _chunk_classes(m.group(1)) if m and self._compiled()[1] else None
-        if classes is None or len(s) == 0:
+        if classes is None or len(s) < max(1, _ARROW_MIN_TEXTS):  # a few texts: the regex is quicker
             return None
         try:
             import pyarrow as pa
@@ -360,6 +360,7 @@ def _all_code_points() -> str:
 
 _THREADS = min(4, os.cpu_count() or 1)
 _PART_SIZE = 4096  # texts per thread at least
+_ARROW_MIN_TEXTS = 64  # below this, Arrow's fixed cost per call (~5 ms) exceeds the regex's
 
 
 def _chunk_tokens(arr, classes: tuple[str, str, str]) -> "TokenizedCorpus":
