@@ -36,7 +36,7 @@ from .models import bigram_buckets, build_model, initialize, set_param
 from .report import markdown_table
 from .tracking import NullTracker, flatten, tracked_run
 from .train import context, encode_frame, seed_everything
-from .transforms import build_preprocessor, fit_preprocessor, token_vocab, tokens_of
+from .transforms import build_preprocessor, count_tokens, fit_preprocessor, token_vocab, tokens_of
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,11 @@ def obtain_base(cfg: Mapping, out_dir: Path, tracker: NullTracker) -> tuple[Bund
 def extend_preprocessor(base_pre, train_frame: pd.DataFrame, min_freq: int = 2):
     """Copy of the base preprocessor whose vocabulary gains the target's tokens seen at
     least ``min_freq`` times (appended after the base ids, by frequency then spelling)."""
-    from collections import Counter
-    from itertools import chain
-
     pre = copy.deepcopy(base_pre)
     t2i = token_vocab(pre)
     itos = list(t2i.vocab_.idx_to_token)
     known = set(itos)
-    counts = Counter(chain.from_iterable(tokens_of(pre, train_frame["text"])))
+    counts = count_tokens(tokens_of(pre, train_frame["text"]))
     new = sorted((t for t, c in counts.items() if c >= min_freq and t not in known), key=lambda t: (-counts[t], t))
     t2i.with_vocabulary(itos + new)
     return pre, len(new)

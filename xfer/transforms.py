@@ -220,7 +220,7 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
             self.vocab_ = _vocab(itos)
             self.n_tokens_seen_ = int(counts.sum() - counts[special].sum())
             return self
-        counter = Counter(chain.from_iterable(as_series(X)))
+        counter = count_tokens(X)
         for special in (PAD, UNK):
             counter.pop(special, None)
         self.vocab_ = nlp.Vocab(counter, max_size=self.max_size, min_freq=int(self.min_freq),
@@ -240,10 +240,10 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         check_is_fitted(self, "vocab_")
-        get = self.vocab_.token_to_idx.get
         if isinstance(X, TokenizedCorpus):  # one hash lookup per token type (in Arrow), then numpy
             ids, off = X.ids(self.vocab_.idx_to_token, UNK_ID), X.offsets.tolist()
             return pd.Series([ids[a:b] for a, b in zip(off[:-1], off[1:])], index=X.index, dtype=object)
+        get = self.vocab_.token_to_idx.get
         s = as_series(X)
         out = [np.fromiter(map(get, toks, repeat(UNK_ID)), dtype=np.int32, count=len(toks)) for toks in s]
         return pd.Series(out, index=s.index, dtype=object)
@@ -262,10 +262,9 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
         """Share of tokens in ``X`` (token lists) that map to ``<unk>``."""
         check_is_fitted(self, "vocab_")
         t2i = self.vocab_.token_to_idx
-        total = unk = 0
-        for toks in as_series(X):
-            total += len(toks)
-            unk += sum(1 for t in toks if t not in t2i)
+        counts = count_tokens(X)
+        total = sum(counts.values())
+        unk = sum(n for t, n in counts.items() if t not in t2i)
         return unk / total if total else 0.0
 
 
@@ -351,6 +350,13 @@ class TokenizedCorpus(SequenceABC):
         lut = pc.index_in(self.types, value_set=pa.array(idx_to_token, type=pa.large_string()))
         lut = lut.fill_null(unknown).to_numpy(zero_copy_only=False).astype(np.int32)
         return lut[self.token_types] if len(self.token_types) else np.zeros(0, dtype=np.int32)
+
+
+def count_tokens(X) -> Counter:
+    """How often each token occurs in ``X`` (a TokenizedCorpus or token lists)."""
+    if isinstance(X, TokenizedCorpus):
+        return X.counts()
+    return Counter(chain.from_iterable(as_series(X)))
 
 
 @functools.lru_cache(maxsize=None)
