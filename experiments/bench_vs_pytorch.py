@@ -45,14 +45,14 @@ def prepare(path: Path, n: int) -> None:
     from xfer.train import encode_frame, iter_batches
     from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
 
-    cfg = compose_config(["+experiment=imdb_base"])
+    cfg = compose_config(["+experiment=imdb_base", "model=cnn"])  # token ids only (no n-gram bag)
     frame = pd.read_csv(data_dir() / "imdb" / "train.csv.gz")
     frame = frame.sample(n=n, random_state=0).reset_index(drop=True)
     pre = fit_preprocessor(build_preprocessor(cfg["transforms"]), frame)
     seqs = encode_frame(pre, frame, cfg["model"], MAX_LEN)
     y = frame["label"].eq("pos").astype(np.float32).to_numpy()
     batches = [(t.asnumpy().astype(np.int64), v.asnumpy().astype(np.int64), y[idx])
-               for t, v, _, idx in iter_batches(seqs, y, BATCH, 10, shuffle=True, seed=SEED * 1000)]
+               for (t, v), _, idx in iter_batches(seqs, y, BATCH, 10, shuffle=True, seed=SEED * 1000)]
     with open(path, "wb") as f:
         pickle.dump({"seqs": seqs, "y": y, "vocab": token_vocab(pre).vocabulary_size, "batches": batches}, f)
 

@@ -25,13 +25,13 @@ from .train import INFERENCE_ROUND_TO, iter_batches
 log = logging.getLogger(__name__)
 
 
-def layer_embeddings(net, seqs: Sequence[np.ndarray], layer: str, batch_size: int = 256) -> np.ndarray:
+def layer_embeddings(net, seqs: Sequence, layer: str, batch_size: int = 256) -> np.ndarray:
     """One vector per review from ``layer`` (sequence layers mean-pooled over valid tokens)."""
     if layer not in layer_names(net):
         raise ConfigError(f"layer: unknown layer {layer!r} (one of {', '.join(layer_names(net))})")
     out: np.ndarray | None = None
-    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size, round_to=INFERENCE_ROUND_TO):
-        vec = net.layer_outputs(tokens, valid)[layer].asnumpy()
+    for inputs, _, idx in iter_batches(seqs, None, batch_size, round_to=INFERENCE_ROUND_TO):
+        vec = net.layer_outputs(*inputs)[layer].asnumpy()
         if out is None:
             out = np.zeros((len(seqs), vec.shape[1]), dtype=np.float32)
         out[idx] = vec

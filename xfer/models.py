@@ -5,10 +5,14 @@ stable child names, so freezing, extraction and surgery can address layers by
 name. The forward pass takes ``(tokens, valid_length)``; padding is masked
 (zeroed embeddings, masked pooling, RNN sequence lengths; the CNN needs no mask,
 see CNNEncoder), so the amount of padding in a batch never changes a prediction.
+
+A model may add a second branch, ``ngrams`` (``model.ngrams`` in the config): a
+bag of hashed word n-grams with naive-Bayes feature weights (NBSVM), whose logit
+is added to the output's. It reads a third input, the review's n-gram bag.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -16,7 +20,9 @@ from mxnet.gluon import HybridBlock, nn, rnn
 
 from .errors import ConfigError
 
-LAYERS = ("embedding", "encoder", "hidden", "output")
+#: input to output; ``ngrams`` is a parallel branch into the logit, ordered just below ``output``
+#: (a gradual schedule unfreezes it first, a discriminative one gives it the second-highest rate)
+LAYERS = ("embedding", "encoder", "hidden", "ngrams", "output")
 ENCODER_TYPES = ("pool", "cnn", "bilstm", "lstm", "gru", "bigru")
 NEG_INF = -1e9
 #: bumped whenever the same config builds a different network (2: bias-free CNN, max then ReLU);
@@ -168,30 +174,97 @@ class HiddenLayer(HybridBlock):
         return self.drop(h) if self.drop is not None else h
 
 
+class NgramBag(HybridBlock):
+    """A linear model on a binarized bag of hashed word n-grams with naive-Bayes feature
+    scaling: logit = sum over the review's distinct n-grams i of ``weight_i * ratio_i``,
+    where ``ratio`` holds the log-count ratios of the training set (NBSVM: Wang & Manning,
+    2012; as a network: Howard's NB-weighted logistic regression).
+
+    ``ratio`` is estimated once from the training reviews (``fit_ratios``) and never
+    trained (a non-differentiable parameter: freezing schedules cannot turn it on). Index 0
+    is padding; its ratio is 0, so padding cannot change the logit.
+    """
+
+    def __init__(self, buckets: int, init_scale: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.buckets = int(buckets)
+        with self.name_scope():
+            self.weight = self.params.get("weight", shape=(self.buckets + 1, 1),
+                                          init=mx.init.Uniform(init_scale), grad_stype="row_sparse")
+            self.ratio = self.params.get("ratio", shape=(self.buckets + 1, 1), init="zeros",
+                                         differentiable=False)
+
+    def hybrid_forward(self, F, bag, weight, ratio):
+        w = F.Embedding(bag, weight, input_dim=self.buckets + 1, output_dim=1, sparse_grad=True)
+        r = F.Embedding(bag, ratio, input_dim=self.buckets + 1, output_dim=1)
+        return F.sum(w * r, axis=1)  # (B, 1)
+
+    def fitted(self) -> bool:
+        return bool(mx.nd.abs(self.ratio.data()).max().asscalar() > 0)
+
+    def fit_ratios(self, bags: Sequence[np.ndarray], labels: np.ndarray, alpha: float = 1.0) -> None:
+        """Set ``ratio`` to the smoothed log-count ratios of positive vs negative reviews
+        (each n-gram counted once per review); n-grams never seen, and padding, get 0."""
+        labels = np.asarray(labels).astype(int)
+        size = self.buckets + 1
+        counts = {}
+        for cls in (0, 1):
+            chosen = [b for b, y in zip(bags, labels) if y == cls]
+            counts[cls] = np.bincount(np.concatenate(chosen), minlength=size).astype(np.float64) \
+                if chosen else np.zeros(size)
+        p, q = counts[1] + alpha, counts[0] + alpha
+        r = np.log(p / p.sum()) - np.log(q / q.sum())
+        r[(counts[0] + counts[1]) == 0] = 0.0
+        r[0] = 0.0
+        set_param(self.ratio, r.astype(np.float32).reshape(-1, 1))
+
+
 class TextClassifier(HybridBlock):
-    """``embedding -> encoder -> hidden -> output``; returns one logit per class column."""
+    """``embedding -> encoder -> hidden -> output`` (+ the optional ``ngrams`` branch).
+
+    Returns logits (B, 1). With ``ngrams`` it returns (B, 3): the prediction (the sum of
+    the two branches' logits), then each branch's own logit. Training fits each branch to
+    the labels on its own (``loss_columns``): trained jointly on their sum, the n-gram
+    bag fits the training set within an epoch and the encoder stops learning.
+    """
 
     def __init__(self, embedding: HybridBlock, encoder: HybridBlock, hidden: HybridBlock,
-                 output: HybridBlock, **kwargs):
+                 output: HybridBlock, ngrams: NgramBag | None = None, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.embedding = embedding
             self.encoder = encoder
             self.hidden = hidden
             self.output = output
+            self.ngrams = ngrams
 
-    def hybrid_forward(self, F, tokens, valid_length):
+    @property
+    def loss_columns(self) -> tuple[int, ...]:
+        """Output columns that training fits to the labels."""
+        return (1, 2) if self.ngrams is not None else (0,)
+
+    def hybrid_forward(self, F, tokens, valid_length, bag=None):
         e = self.embedding(tokens, valid_length)
-        return self.output(self.hidden(self.encoder(e, valid_length)))
+        logit = self.output(self.hidden(self.encoder(e, valid_length)))
+        if self.ngrams is None:
+            return logit
+        if bag is None:
+            raise ValueError("this network has an n-gram branch: call it with (tokens, valid_length, bag)")
+        nb = self.ngrams(bag)
+        return F.concat(F.broadcast_add(logit, nb), logit, nb, dim=1)
 
-    def layer_outputs(self, tokens, valid_length) -> dict[str, mx.nd.NDArray]:
+    def layer_outputs(self, tokens, valid_length, bag=None) -> dict[str, mx.nd.NDArray]:
         """Every named layer's output, one vector per review (sequence layers are
         mean-pooled over valid tokens). Runs imperatively (inference mode)."""
         e = self.embedding(tokens, valid_length)
         enc = self.encoder(e, valid_length)
         hid = self.hidden(enc)
         out = self.output(hid)
-        return {"embedding": masked_pool(mx.nd, e, valid_length, ("mean",)), "encoder": enc, "hidden": hid, "output": out}
+        outs = {"embedding": masked_pool(mx.nd, e, valid_length, ("mean",)), "encoder": enc, "hidden": hid,
+                "output": out}
+        if self.ngrams is not None and bag is not None:
+            outs["ngrams"] = self.ngrams(bag)
+        return outs
 
 
 def layer_names(net: TextClassifier) -> list[str]:
@@ -244,6 +317,32 @@ def featurize(ids: np.ndarray, vocab_size: int, buckets: int, ngrams: int = 2, u
     return np.unique(ids) if unique else ids
 
 
+def bag_spec(model_cfg: Mapping) -> dict | None:
+    """The n-gram branch's featurization (``model.ngrams``), or None without one."""
+    cfg = _get(model_cfg, "ngrams", None)
+    if not cfg or not int(_get(cfg, "buckets", 0)):
+        return None
+    n = int(_get(cfg, "n", 3))
+    if n < 1:
+        raise ConfigError(f"model.ngrams.n: {n} must be >= 1")
+    return {"buckets": int(cfg["buckets"]), "n": n}
+
+
+def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3) -> np.ndarray:
+    """The distinct hashed 1..``n``-grams of one review's token ids, as sorted indices in
+    ``[1, buckets]`` (0 is padding). Hashes use the ids only (no Python ``hash``), so a
+    bag is the same in every process; ids kept when a vocabulary is extended keep their
+    n-grams' buckets."""
+    ids = np.asarray(ids, dtype=np.int64)
+    parts, h = [ids], ids
+    for k in range(2, n + 1):
+        if len(ids) < k:
+            break
+        h = (h[:-1] * BIGRAM_PRIME + ids[k - 1:]) % (1 << 61)
+        parts.append(h * 8 + k)  # the order tells 2-grams from 3-grams with the same hash
+    return (np.unique(np.concatenate(parts) % buckets) + 1).astype(np.int32)
+
+
 def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
     """Assemble a TextClassifier from a ``conf/model/*.yaml`` mapping."""
     emb_cfg = _get(cfg, "embedding", {})
@@ -278,7 +377,16 @@ def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
                          float(_get(hid_cfg, "dropout", 0.0)), str(_get(hid_cfg, "activation", "relu")),
                          prefix="hidden_")
     output = nn.Dense(int(_get(out_cfg, "size", 1)), in_units=hidden.size, prefix="output_")
-    return TextClassifier(embedding, encoder, hidden, output, prefix="xfer_")
+    ngrams = None
+    spec = bag_spec(cfg)
+    if spec is not None:
+        if int(_get(out_cfg, "size", 1)) != 1:
+            raise ConfigError("model.ngrams: the n-gram branch needs model.output.size 1 (binary labels)")
+        ngrams = NgramBag(spec["buckets"], prefix="ngrams_")
+        lr_mult = float(_get(cfg["ngrams"], "lr_mult", 1.0))
+        for p in ngrams.collect_params().values():
+            p.lr_mult = lr_mult
+    return TextClassifier(embedding, encoder, hidden, output, ngrams, prefix="xfer_")
 
 
 def set_param(param, value) -> None:

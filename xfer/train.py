@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .models import featurize, ngram_spec, set_param
+from .models import bag_spec, featurize, ngram_bag, ngram_spec, set_param
 from .transforms import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -34,27 +34,37 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- data
 def prepare_sequences(ids: Sequence[np.ndarray], max_len: int | None = None, vocab_size: int = 0,
                       bigram_buckets: int = 0, truncate: str = "head", ngrams: int = 2,
-                      unique: bool = False) -> list[np.ndarray]:
-    """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add hashed n-gram ids."""
+                      unique: bool = False, bag: Mapping | None = None) -> list:
+    """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add hashed n-gram ids.
+
+    With ``bag`` (``models.bag_spec``) every review becomes a pair (ids, n-gram bag); the
+    bag is taken from the whole review, before truncation."""
     out = []
     for seq in ids:
-        seq = np.asarray(seq, dtype=np.int32)
+        seq = full = np.asarray(seq, dtype=np.int32)
         if max_len and len(seq) > max_len:
             seq = seq[-max_len:] if truncate == "tail" else seq[:max_len]
         if len(seq) == 0:
-            seq = np.array([UNK_ID], dtype=np.int32)
-        out.append(featurize(seq, vocab_size, bigram_buckets, ngrams, unique))
+            seq = full = np.array([UNK_ID], dtype=np.int32)
+        seq = featurize(seq, vocab_size, bigram_buckets, ngrams, unique)
+        out.append((seq, ngram_bag(full, bag["buckets"], bag["n"])) if bag else seq)
     return out
 
 
-def encode_frame(pre, frame, arch: Mapping, max_len: int | None = None, truncate: str = "head") -> list[np.ndarray]:
-    """Raw frame -> the id sequences that the network ``arch`` reads."""
+def encode_frame(pre, frame, arch: Mapping, max_len: int | None = None, truncate: str = "head") -> list:
+    """Raw frame -> the inputs that the network ``arch`` reads, one per review: an id
+    array, or (ids, n-gram bag) for a network with an ``ngrams`` branch."""
     from .transforms import apply_preprocessor, token_vocab
 
     ids, _ = apply_preprocessor(pre, frame)
     spec = ngram_spec(arch)
     return prepare_sequences(ids, max_len, token_vocab(pre).vocabulary_size, spec["buckets"], truncate,
-                             spec["ngrams"], spec["unique"])
+                             spec["ngrams"], spec["unique"], bag=bag_spec(arch))
+
+
+def bags_of(seqs: Sequence) -> list[np.ndarray] | None:
+    """The n-gram bags of ``encode_frame``'s output, or None if it has none."""
+    return [s[1] for s in seqs] if len(seqs) and isinstance(seqs[0], tuple) else None
 
 
 def context(name: str | None) -> mx.Context:
@@ -74,15 +84,19 @@ def context(name: str | None) -> mx.Context:
 INFERENCE_ROUND_TO = 32
 
 
-def iter_batches(seqs: Sequence[np.ndarray], labels: np.ndarray | None, batch_size: int,
+def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
                  num_buckets: int = 10, shuffle: bool = False, seed: int = 0,
                  ctx: mx.Context | None = None, round_to: int | None = None) -> Iterator[tuple]:
-    """Length-bucketed batches: (tokens, valid_length, labels or None, indices); with
-    ``round_to`` the padded length is a multiple of it."""
+    """Length-bucketed batches: (inputs, labels or None, indices), where ``inputs`` is what
+    the network takes: (tokens, valid_length), plus the padded n-gram bags when the
+    reviews are (ids, bag) pairs. With ``round_to`` the padded length is a multiple of it."""
     import gluonnlp as nlp
 
     if len(seqs) == 0:
         return
+    bags = bags_of(seqs)
+    if bags is not None:
+        seqs = [s[0] for s in seqs]
     lengths = [len(s) for s in seqs]
     buckets = max(1, min(num_buckets, len(set(lengths))))
     with warnings.catch_warnings():  # "Some buckets are empty": expected for short inputs
@@ -90,14 +104,18 @@ def iter_batches(seqs: Sequence[np.ndarray], labels: np.ndarray | None, batch_si
         sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
                                               shuffle=shuffle)
     pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32", round_to=round_to)
+    pad_bag = nlp.data.batchify.Pad(axis=0, pad_val=0, dtype="float32")
     ctx = ctx or mx.cpu()
     if shuffle:
         np.random.seed(seed)  # FixedBucketSampler shuffles with numpy's global generator
     for idx in sampler:
         idx = np.asarray(idx)
         tokens, valid = pad([seqs[i] for i in idx])
+        inputs = (tokens.as_in_context(ctx), valid.astype("float32").as_in_context(ctx))
+        if bags is not None:
+            inputs += (pad_bag([bags[i] for i in idx]).as_in_context(ctx),)
         y = mx.nd.array(labels[idx], ctx=ctx, dtype="float32") if labels is not None else None
-        yield tokens.as_in_context(ctx), valid.astype("float32").as_in_context(ctx), y, idx
+        yield inputs, y, idx
 
 
 # --------------------------------------------------------------------------- metrics
@@ -119,9 +137,8 @@ def predict_proba(net: gluon.HybridBlock, seqs: Sequence[np.ndarray], batch_size
                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
     """Positive-class probability for every review, in input order."""
     out = np.zeros(len(seqs), dtype=np.float64)
-    for tokens, valid, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx,
-                                              round_to=INFERENCE_ROUND_TO):
-        out[idx] = mx.nd.sigmoid(net(tokens, valid)).asnumpy()[:, 0]
+    for inputs, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO):
+        out[idx] = mx.nd.sigmoid(net(*inputs)).asnumpy()[:, 0]
     return out
 
 
@@ -309,6 +326,11 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
     if trainer_cfg.get("hybridize", True):
         net.hybridize(static_alloc=True, static_shape=False)
 
+    columns = tuple(getattr(net, "loss_columns", (0,)))
+    ngrams = getattr(net, "ngrams", None)
+    if ngrams is not None and resume_from is None and not ngrams.fitted():
+        ngrams.fit_ratios(bags_of(x_train), y_train)  # naive-Bayes weights of the training set (a transferred net keeps its base's)
+
     result = FitResult()
     best_state = None
     bad_epochs = 0
@@ -327,15 +349,18 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
         total_loss, seen = 0.0, 0
         bar = tqdm(total=len(x_train), desc=f"epoch {epoch + 1}/{max_epochs}", unit="ex",
                    disable=not progress, leave=False, mininterval=1.0)
-        for tokens, valid, y, _ in iter_batches(x_train, y_train, batch_size, num_buckets, shuffle=True,
-                                                seed=seed * 1000 + epoch, ctx=ctx):
+        for inputs, y, _ in iter_batches(x_train, y_train, batch_size, num_buckets, shuffle=True,
+                                         seed=seed * 1000 + epoch, ctx=ctx):
             with autograd.record():
-                loss = loss_fn(net(tokens, valid)[:, 0], y)
+                out = net(*inputs)
+                loss = loss_fn(out[:, columns[0]], y)
+                for c in columns[1:]:  # a network with branches: each fits the labels (models.TextClassifier)
+                    loss = loss + loss_fn(out[:, c], y)
             loss.backward()
             if clip:
                 clip_gradients(trainer, clip)
-            trainer.step(tokens.shape[0])
-            n = tokens.shape[0]
+            n = inputs[0].shape[0]
+            trainer.step(n)
             batch_loss = float(loss.mean().asscalar())
             if not math.isfinite(batch_loss):
                 raise FloatingPointError(f"training loss became {batch_loss} in epoch {epoch + 1}; "
