@@ -183,6 +183,10 @@ class NgramBag(HybridBlock):
     ``ratio`` is estimated once from the training reviews (``fit_ratios``) and never
     trained (a non-differentiable parameter: freezing schedules cannot turn it on). Index 0
     is padding; its ratio is 0, so padding cannot change the logit.
+
+    The block also combines its logit with the encoder path's: prediction =
+    ``mix[0] * encoder logit + mix[1] * n-gram logit + mix[2]``. ``mix`` starts as a plain
+    sum and is fitted on held-out reviews (``fit_mix``, stacking), never by gradient.
     """
 
     def __init__(self, buckets: int, init_scale: float = 0.1, **kwargs):
@@ -193,11 +197,17 @@ class NgramBag(HybridBlock):
                                           init=mx.init.Uniform(init_scale), grad_stype="row_sparse")
             self.ratio = self.params.get("ratio", shape=(self.buckets + 1, 1), init="zeros",
                                          differentiable=False)
+            self.mix = self.params.get("mix", shape=(1, 3), init=mx.init.Constant(np.array([[1.0, 1.0, 0.0]], dtype=np.float32)),
+                                       differentiable=False)
 
-    def hybrid_forward(self, F, bag, weight, ratio):
+    def hybrid_forward(self, F, bag, logit, weight, ratio, mix):
+        """(n-gram bags (B, M), encoder logits (B, 1)) -> (B, 3): prediction, encoder logit,
+        n-gram logit."""
         w = F.Embedding(bag, weight, input_dim=self.buckets + 1, output_dim=1, sparse_grad=True)
         r = F.Embedding(bag, ratio, input_dim=self.buckets + 1, output_dim=1)
-        return F.sum(w * r, axis=1)  # (B, 1)
+        nb = F.sum(w * r, axis=1)  # (B, 1)
+        both = F.concat(logit, nb, F.ones_like(nb), dim=1)
+        return F.concat(F.sum(F.broadcast_mul(both, mix), axis=1, keepdims=True), logit, nb, dim=1)
 
     def fitted(self) -> bool:
         return bool(mx.nd.abs(self.ratio.data()).max().asscalar() > 0)
@@ -218,14 +228,28 @@ class NgramBag(HybridBlock):
         r[0] = 0.0
         set_param(self.ratio, r.astype(np.float32).reshape(-1, 1))
 
+    def fit_mix(self, branch_logits: np.ndarray, labels: np.ndarray, C: float = 1.0) -> np.ndarray | None:
+        """Fit ``mix`` by logistic regression of ``labels`` on the two branches' logits
+        (N, 2) of reviews the branches were not trained on; returns the new ``mix``, or
+        None (unchanged) when the labels hold one class only."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = np.asarray(labels).astype(int)
+        if len(np.unique(labels)) < 2:
+            return None
+        lr = LogisticRegression(C=C, max_iter=1000).fit(np.asarray(branch_logits, dtype=np.float64), labels)
+        mix = np.array([[lr.coef_[0, 0], lr.coef_[0, 1], lr.intercept_[0]]], dtype=np.float32)
+        set_param(self.mix, mix)
+        return mix[0]
+
 
 class TextClassifier(HybridBlock):
     """``embedding -> encoder -> hidden -> output`` (+ the optional ``ngrams`` branch).
 
-    Returns logits (B, 1). With ``ngrams`` it returns (B, 3): the prediction (the sum of
-    the two branches' logits), then each branch's own logit. Training fits each branch to
-    the labels on its own (``loss_columns``): trained jointly on their sum, the n-gram
-    bag fits the training set within an epoch and the encoder stops learning.
+    Returns logits (B, 1). With ``ngrams`` it returns (B, 3): the prediction (the two
+    branches' logits combined by ``ngrams.mix``), then each branch's own logit. Training
+    fits each branch to the labels on its own (``loss_columns``): trained jointly on their
+    sum, the n-gram bag fits the training set within an epoch and the encoder stops learning.
     """
 
     def __init__(self, embedding: HybridBlock, encoder: HybridBlock, hidden: HybridBlock,
@@ -250,8 +274,7 @@ class TextClassifier(HybridBlock):
             return logit
         if bag is None:
             raise ValueError("this network has an n-gram branch: call it with (tokens, valid_length, bag)")
-        nb = self.ngrams(bag)
-        return F.concat(F.broadcast_add(logit, nb), logit, nb, dim=1)
+        return self.ngrams(bag, logit)
 
     def layer_outputs(self, tokens, valid_length, bag=None) -> dict[str, mx.nd.NDArray]:
         """Every named layer's output, one vector per review (sequence layers are
@@ -263,7 +286,7 @@ class TextClassifier(HybridBlock):
         outs = {"embedding": masked_pool(mx.nd, e, valid_length, ("mean",)), "encoder": enc, "hidden": hid,
                 "output": out}
         if self.ngrams is not None and bag is not None:
-            outs["ngrams"] = self.ngrams(bag)
+            outs["ngrams"] = self.ngrams(bag, out)[:, 2:3]
         return outs
 
 

@@ -133,13 +133,26 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
     }
 
 
-def predict_proba(net: gluon.HybridBlock, seqs: Sequence[np.ndarray], batch_size: int = 256,
+def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int = 256,
+                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
+    """The network's output columns (N, k) for every review, in input order."""
+    out: np.ndarray | None = None
+    for inputs, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO):
+        logits = net(*inputs).asnumpy()
+        if out is None:
+            out = np.zeros((len(seqs), logits.shape[1]), dtype=np.float64)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 1))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def predict_proba(net: gluon.HybridBlock, seqs: Sequence, batch_size: int = 256,
                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
     """Positive-class probability for every review, in input order."""
-    out = np.zeros(len(seqs), dtype=np.float64)
-    for inputs, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO):
-        out[idx] = mx.nd.sigmoid(net(*inputs)).asnumpy()[:, 0]
-    return out
+    return sigmoid(predict_logits(net, seqs, batch_size, ctx, num_buckets)[:, 0])
 
 
 # --------------------------------------------------------------------------- fitting
@@ -372,8 +385,12 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
                             ex_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}", refresh=False)
         bar.close()
         epoch_seconds = time.perf_counter() - t0
-        p_val = predict_proba(net, x_val, batch_size=max(256, batch_size), ctx=ctx, num_buckets=num_buckets)
-        val_m = classification_metrics(y_val, p_val)
+        val_logits = predict_logits(net, x_val, batch_size=max(256, batch_size), ctx=ctx, num_buckets=num_buckets)
+        if ngrams is not None:  # stacking: how the two branches combine, fitted on held-out reviews
+            mix = ngrams.fit_mix(val_logits[:, 1:3], y_val)
+            if mix is not None:
+                val_logits[:, 0] = val_logits[:, 1:3] @ mix[:2] + mix[2]
+        val_m = classification_metrics(y_val, sigmoid(val_logits[:, 0]))
         metrics = {"train_loss": total_loss / max(seen, 1), "epoch_seconds": epoch_seconds,
                    "examples_per_second": seen / max(epoch_seconds, 1e-9),
                    "lr": float(trainer.learning_rate),

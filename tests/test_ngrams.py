@@ -1,0 +1,204 @@
+"""The n-gram branch (models.NgramBag): featurization, naive-Bayes ratios, padding,
+training, freezing, transplant and bundles."""
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from xfer.bundle import load_bundle, save_bundle
+from xfer.errors import ConfigError
+from xfer.freeze import make_schedule, unfreeze
+from xfer.models import bag_spec, build_model, initialize, layer_names, ngram_bag
+from xfer.train import bags_of, classification_metrics, encode_frame, fit, predict_proba, prepare_sequences, seed_everything
+from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
+
+V, BUCKETS = 42, 997
+MODEL = {"embedding": {"size": 8, "dropout": 0.2}, "encoder": {"type": "cnn", "widths": [2, 3], "filters": 4},
+         "hidden": {"size": 6, "dropout": 0.1}, "ngrams": {"buckets": BUCKETS, "n": 3, "lr_mult": 2.0}}
+TRAINER = {"batch_size": 16, "max_epochs": 3, "patience": 3, "progress": False, "num_buckets": 3}
+OPT = {"name": "adam", "lr": 0.01, "clip_gradient_norm": 5.0}
+
+
+def test_bag_is_distinct_hashed_ngrams_in_range():
+    ids = np.array([5, 6, 7, 5, 6], dtype=np.int32)
+    bag = ngram_bag(ids, BUCKETS, 3)
+    # 3 distinct unigrams, 3 distinct bigrams (5 6 twice), 3 trigrams: at most 9 distinct buckets
+    assert 7 <= len(bag) <= 9 and len(bag) == len(np.unique(bag))
+    assert bag.min() >= 1 and bag.max() <= BUCKETS and (np.diff(bag) > 0).all()
+    assert len(ngram_bag(ids, BUCKETS, 1)) == 3
+    assert set(ngram_bag(ids, BUCKETS, 2)) <= set(bag)
+    assert len(ngram_bag(np.array([9], dtype=np.int32), BUCKETS, 3)) == 1
+    # word order matters beyond unigrams
+    assert set(ngram_bag(ids[::-1], BUCKETS, 2)) != set(ngram_bag(ids, BUCKETS, 2))
+
+
+def test_bag_is_the_same_in_another_process():
+    code = ("import numpy as np; from xfer.models import ngram_bag; "
+            "print(ngram_bag(np.arange(2, 40, dtype=np.int32), 4194304, 3).tolist())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1
+    assert eval(outs.pop()) == ngram_bag(np.arange(2, 40, dtype=np.int32), 4194304, 3).tolist()
+
+
+def test_prepare_sequences_bag_covers_the_whole_review():
+    ids = [np.arange(2, 30, dtype=np.int32), np.array([], dtype=np.int32)]
+    out = prepare_sequences(ids, max_len=5, vocab_size=V, bag={"buckets": BUCKETS, "n": 2})
+    (seq, bag), (empty, empty_bag) = out
+    assert seq.tolist() == [2, 3, 4, 5, 6]
+    assert bag.tolist() == ngram_bag(ids[0], BUCKETS, 2).tolist()  # not truncated
+    assert empty.tolist() == [1] and len(empty_bag) == 1
+    assert bags_of(out)[0] is bag and bags_of([seq]) is None
+
+
+def _net(seed=0, hybridize=False):
+    net = initialize(build_model(MODEL, V), seed)
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    return net
+
+
+def separable(n, seed):
+    """Positive reviews use words 2..11 and negative ones 12..21, with shared noise 22..41."""
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, 2, n)
+    seqs = []
+    for label in y:
+        k = rng.randint(3, 12)
+        own = rng.randint(2, 12, k) if label else rng.randint(12, 22, k)
+        seqs.append(np.concatenate([own, rng.randint(22, 42, k)]).astype(np.int32))
+    return prepare_sequences(seqs, vocab_size=V, bag=bag_spec(MODEL)), y
+
+
+def test_naive_bayes_ratios():
+    net = _net()
+    assert not net.ngrams.fitted()
+    bags = [np.array([1, 2]), np.array([1, 3]), np.array([2])]
+    net.ngrams.fit_ratios(bags, np.array([1, 0, 1]))
+    r = net.ngrams.ratio.data().asnumpy()[:, 0]
+    # counts + 1 over all BUCKETS + 1 slots: positive b1 2, b2 3, b3 1 (total 3 + 998);
+    # negative b1 2, b2 1, b3 2 (total 2 + 998)
+    P, Q = 3 + BUCKETS + 1, 2 + BUCKETS + 1
+    assert r[1] == pytest.approx(np.log(2 / P) - np.log(2 / Q), abs=1e-6)
+    assert r[2] == pytest.approx(np.log(3 / P) - np.log(1 / Q), abs=1e-6)
+    assert r[3] == pytest.approx(np.log(1 / P) - np.log(2 / Q), abs=1e-6)
+    assert r[0] == 0 and (r[4:] == 0).all()  # padding and unseen buckets
+    assert net.ngrams.fitted()
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_padding_does_not_change_predictions(hybridize):
+    net = _net(hybridize=hybridize)
+    x, y = separable(40, 0)
+    net.ngrams.fit_ratios(bags_of(x), y)
+    seqs = x[:3]
+    T, M = max(len(s) for s, _ in seqs) + 5, max(len(b) for _, b in seqs) + 7
+    tokens, bags = np.zeros((3, T)), np.zeros((3, M))
+    for i, (s, b) in enumerate(seqs):
+        tokens[i, :len(s)], bags[i, :len(b)] = s, b
+    batched = net(mx.nd.array(tokens), mx.nd.array([len(s) for s, _ in seqs]), mx.nd.array(bags)).asnumpy()
+    assert batched.shape == (3, 3)
+    np.testing.assert_allclose(batched[:, 0], batched[:, 1] + batched[:, 2], rtol=1e-5, atol=1e-6)
+    for i, (s, b) in enumerate(seqs):
+        alone = net(mx.nd.array(s[None]), mx.nd.array([len(s)]), mx.nd.array(b[None])).asnumpy()
+        np.testing.assert_allclose(batched[i], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_layers_outputs_and_errors():
+    net = _net()
+    assert layer_names(net) == ["embedding", "encoder", "hidden", "ngrams", "output"]
+    tokens, lengths, bags = mx.nd.array([[2, 3, 4]]), mx.nd.array([3]), mx.nd.array([[5, 9, 0]])
+    outs = net.layer_outputs(tokens, lengths, bags)
+    assert outs["ngrams"].shape == (1, 1) and outs["output"].shape == (1, 1)
+    with pytest.raises(ValueError, match="n-gram branch"):
+        net(tokens, lengths)
+    with pytest.raises(ConfigError, match="output.size 1"):
+        build_model({**MODEL, "output": {"size": 2}}, V)
+    with pytest.raises(ConfigError, match="ngrams.n"):
+        build_model({**MODEL, "ngrams": {"buckets": 10, "n": 0}}, V)
+    assert bag_spec({**MODEL, "ngrams": {"buckets": 0}}) is None
+    assert net.ngrams.weight.lr_mult == 2.0
+
+
+def _fit(seed):
+    seed_everything(seed)
+    net = _net(seed)
+    res = fit(net, separable(300, 1), separable(100, 2), TRAINER, OPT, seed=seed)
+    return net, res
+
+
+def test_both_branches_learn_and_ratios_come_from_training_set():
+    net, res = _fit(0)
+    assert net.ngrams.fitted()
+    x, y = separable(200, 3)
+    m = classification_metrics(y, predict_proba(net, x))
+    assert m["roc_auc"] > 0.98 and m["accuracy"] > 0.9
+    # each branch alone separates the classes too (each was fit to the labels)
+    outs = net.layer_outputs(*next(_batches(x)))
+    yy = y[:len(outs["output"])]
+    for name in ("output", "ngrams"):
+        assert classification_metrics(yy, 1 / (1 + np.exp(-outs[name].asnumpy()[:, 0])))["roc_auc"] > 0.95, name
+    _, again = _fit(0)
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in res.history]
+
+
+def _batches(x):
+    from xfer.train import iter_batches
+
+    for inputs, _, idx in iter_batches(x, None, 10_000, num_buckets=1):
+        assert (idx == np.arange(len(x))).all()
+        yield inputs
+
+
+def test_ratio_never_trains_even_when_unfrozen():
+    net = _net()
+    x, y = separable(100, 1)
+    net.ngrams.fit_ratios(bags_of(x), y)
+    before = net.ngrams.ratio.data().asnumpy().copy()
+    unfreeze(net, "ngrams")
+    make_schedule({"name": "full"}).apply(net, 0)
+    assert net.ngrams.ratio.grad_req == "null" and net.ngrams.weight.grad_req == "write"
+    fit(net, (x, y), separable(50, 2), {**TRAINER, "max_epochs": 1}, OPT)
+    np.testing.assert_array_equal(net.ngrams.ratio.data().asnumpy(), before)
+    assert make_schedule({"name": "gradual"}).trainable_at(net, 1) == ["output", "ngrams"]  # first below the head
+
+
+def test_bundle_round_trip_and_transplant(tmp_path, imdb_slice):
+    from xfer.transfer import transplant
+
+    frame = imdb_slice.head(200).assign(label=lambda f: f["label"].eq("pos").astype(int))
+    pre = fit_preprocessor(build_preprocessor({}), frame)
+    vocab = token_vocab(pre).vocabulary_size
+    model = {**MODEL, "ngrams": {"buckets": 1 << 16, "n": 3}}
+    net = initialize(build_model(model, vocab), 0)
+    seqs = encode_frame(pre, frame, model, 50)
+    fit(net, (seqs, frame["label"].to_numpy()), (seqs[:40], frame["label"].to_numpy()[:40]),
+        {**TRAINER, "max_epochs": 1}, OPT)
+    p = predict_proba(net, seqs)
+    path = save_bundle(tmp_path / "b", net, pre, model, vocab, {"0": "neg", "1": "pos"}, max_len=50)
+    bundle = load_bundle(path)
+    np.testing.assert_allclose(bundle.predict_proba(frame), p, rtol=1e-5, atol=1e-6)
+    moved = transplant(bundle, vocab + 5, seed=1)
+    for name in ("ngrams_weight", "ngrams_ratio"):
+        np.testing.assert_array_equal(moved.collect_params()[name].data().asnumpy(),
+                                      net.collect_params()[name].data().asnumpy())
+
+
+def test_mix_is_stacked_on_validation_reviews():
+    net, _ = _fit(0)
+    mix = net.ngrams.mix.data().asnumpy()[0]
+    assert not np.allclose(mix, [1, 1, 0])  # fitted, not the initial plain sum
+    x, y = separable(50, 4)
+    out = net(*next(_batches(x))).asnumpy()
+    np.testing.assert_allclose(out[:, 0], out[:, 1] * mix[0] + out[:, 2] * mix[1] + mix[2], rtol=1e-5, atol=1e-5)
+    # the weights are a logistic regression on the validation branch logits
+    from sklearn.linear_model import LogisticRegression
+
+    xv, yv = separable(100, 2)
+    val = net(*next(_batches(xv))).asnumpy()[:, 1:3]
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(val, yv)
+    np.testing.assert_allclose(mix, [*lr.coef_[0], lr.intercept_[0]], rtol=1e-3, atol=1e-3)
+    assert net.ngrams.fit_mix(val, np.ones(len(val))) is None  # one class: unchanged
+    np.testing.assert_array_equal(net.ngrams.mix.data().asnumpy()[0], mix)
