@@ -52,6 +52,7 @@ def main() -> None:
                      "test_roc_auc": m["test_roc_auc"], "test_f1": m["test_f1"], "train_seconds": m["train_seconds"],
                      "preprocess_seconds": m["preprocess_seconds"], "wall_seconds": time.perf_counter() - t0,
                      "best_epoch": m["best_epoch"], "epochs_run": len(result["history"]),
+                     **{k: v for k, v in m.items() if "_branch_" in k}, "seed": cfg["seed"],
                      "examples_per_second": max(h["examples_per_second"] for h in result["history"])}
         print(json.dumps(runs[enc]), flush=True)
     record = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",

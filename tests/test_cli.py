@@ -83,3 +83,25 @@ def test_config_typo_is_reported_by_hydra(tmp_path):
     proc = run_cli(tmp_path, *QUICK, "trainer.max_epocs=1")
     assert proc.returncode != 0
     assert "max_epocs" in proc.stderr and runs(tmp_path) == []
+
+
+def test_default_model_with_ngram_branch_end_to_end(tmp_path):
+    """The default imdb_base network (CNN + n-gram branch), small: tracked with each branch's
+    test metrics, and its pyfunc model scores raw text in a fresh process."""
+    proc = run_cli(tmp_path, "+experiment=imdb_base", "data.limit=300", "trainer.max_epochs=1",
+                   "model.ngrams.buckets=4096", "trainer.max_len=200", "trainer.progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = runs(tmp_path)
+    m = run.data.metrics
+    assert run.data.params["model.name"] == "cnn_ngrams"
+    for key in ("test_accuracy", "test_encoder_branch_accuracy", "test_ngrams_branch_accuracy",
+                "test_encoder_branch_roc_auc", "test_ngrams_branch_roc_auc"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert int(run.data.params["params.ngrams"]) == 2 * 4097 + 3  # weight, ratio, mix
+    code = ("import mlflow, pandas as pd; "
+            f"mlflow.set_tracking_uri('sqlite:///{tmp_path / 'mlflow.db'}'); "
+            f"m = mlflow.pyfunc.load_model('{run.data.tags['xfer.model_uri']}'); "
+            "print(m.predict(pd.DataFrame({'text': ['A wonderful, moving film.', 'Dull and far too long.']})).to_json())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "probability" in out.stdout

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
 from .report import training_curve
 from .tracking import NullTracker, flatten, tracked_run
-from .train import classification_metrics, context, encode_frame, fit, predict_proba, seed_everything
+from .train import classification_metrics, context, encode_frame, fit, predict_logits, seed_everything, sigmoid
 from .transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,12 @@ def fit_and_test(net, splits: Mapping[str, tuple], trainer_cfg: Mapping, opt_cfg
     res = fit(net, splits["train"], splits["val"], trainer_cfg, opt_cfg, seed=seed,
               on_epoch=lambda e, m: tracker.log_metrics(m, step=e), before_epoch=before_epoch,
               **dict(checkpoint or {}))
-    p_test = predict_proba(net, splits["test"][0], ctx=context(trainer_cfg.get("ctx")))
-    metrics = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], p_test).items()}
+    logits = predict_logits(net, splits["test"][0], ctx=context(trainer_cfg.get("ctx")))
+    metrics = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], sigmoid(logits[:, 0])).items()}
+    if logits.shape[1] == 3:  # a network with an n-gram branch: how each branch does alone
+        for col, branch in ((1, "encoder"), (2, "ngrams")):
+            m = classification_metrics(splits["test"][1], sigmoid(logits[:, col]))
+            metrics.update({f"test_{branch}_branch_{k}": m[k] for k in ("accuracy", "roc_auc")})
     metrics.update({"train_seconds": res.train_seconds, "best_epoch": res.best_epoch + 1,
                     "best_val_roc_auc": res.best_val_roc_auc})
     return metrics, res
