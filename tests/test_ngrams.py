@@ -61,14 +61,10 @@ def _net(seed=0, hybridize=False):
 
 
 def separable(n, seed):
-    """Positive reviews use words 2..11 and negative ones 12..21, with shared noise 22..41."""
-    rng = np.random.RandomState(seed)
-    y = rng.randint(0, 2, n)
-    seqs = []
-    for label in y:
-        k = rng.randint(3, 12)
-        own = rng.randint(2, 12, k) if label else rng.randint(12, 22, k)
-        seqs.append(np.concatenate([own, rng.randint(22, 42, k)]).astype(np.int32))
+    """test_train's separable reviews, featurized for a network with an n-gram branch."""
+    from test_train import separable as separable_ids
+
+    seqs, y = separable_ids(n, seed)
     return prepare_sequences(seqs, vocab_size=V, bag=bag_spec(MODEL)), y
 
 
