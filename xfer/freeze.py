@@ -1,6 +1,6 @@
 """Freeze and unfreeze layers by name, glob or regex, and transfer schedules.
 
-Parameters are selected by their layer (``embedding``, ``encoder``, ``hidden``,
+Parameters are selected by their layer (``embedding``, ``encoder``, ``hidden``, ``ngrams``,
 ``output``) or their full parameter name, with a glob (``enc*``) or a regex
 (``re:^hidden_``). A pattern that matches nothing is an error, never a no-op.
 """
@@ -97,6 +97,8 @@ class Schedule:
       from the top down (ULMFiT, Howard & Ruder 2018)
     - ``discriminative``: every layer, learning rate multiplied by ``decay`` once per layer
       below the output (output 1, hidden decay, encoder decay^2, embedding decay^3)
+
+    An ``ngrams`` branch counts as the layer just below ``output`` (models.LAYERS).
     """
 
     name: str = "gradual"
