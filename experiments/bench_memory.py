@@ -37,6 +37,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tracking-uri", required=True)
     ap.add_argument("--rows", type=int, default=FULL_ROWS)
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "memory_hotel_transfer.json"))
+    ap.add_argument("overrides", nargs="*", help="extra overrides for the job")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_memory_"))
     sample = pd.read_csv(data_dir() / "hotel" / "hotel_reviews_sample.csv.gz")
@@ -45,7 +47,8 @@ def main() -> None:
     src = work / "hotel_standin.csv.gz"
     standin.to_csv(src, index=False, compression="gzip")
     overrides = ["+experiment=hotel_transfer", f"data.files.all={src}", "transfer.repeats=1",
-                 "transfer.trainer.max_epochs=2", "trainer.progress=false", "transfer.tsne.enabled=true"]
+                 "transfer.trainer.max_epochs=2", "trainer.progress=false", "transfer.tsne.enabled=true",
+                 *args.overrides]
     cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri={args.tracking_uri}", *overrides]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
@@ -56,12 +59,13 @@ def main() -> None:
         raise SystemExit("the base was not reused: run imdb_base into this store first")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     table = (proc.stdout.split("| method |", 1)[1] if "| method |" in proc.stdout else "")
-    out = {"command": "python experiments/bench_memory.py --tracking-uri <store with the CNN base>",
+    out = {"command": " ".join(["python experiments/bench_memory.py --tracking-uri <store with the base>",
+                                  *([f"--rows {args.rows}"] if args.rows != FULL_ROWS else []), *args.overrides]),
            "job": "python -m xfer.run " + " ".join(overrides), "rows": args.rows,
            "peak_rss_mb": peak, "target_mb": 3072, "wall_seconds": wall,
            "comparison_table": ("| method |" + table).strip() if table else None,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
-    dest = ROOT / "experiments" / "results" / "memory_hotel_transfer.json"
+    dest = Path(args.out)
     dest.write_text(json.dumps(out, indent=2))
     print(f"peak RSS {peak:.0f} MB over {wall:.0f} s -> {dest}")
 

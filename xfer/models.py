@@ -214,19 +214,28 @@ class NgramBag(HybridBlock):
 
     def fit_ratios(self, bags: Sequence[np.ndarray], labels: np.ndarray, alpha: float = 1.0) -> None:
         """Set ``ratio`` to the smoothed log-count ratios of positive vs negative reviews
-        (each n-gram counted once per review); n-grams never seen, and padding, get 0."""
+        (each n-gram counted once per review; ``alpha`` added to every bucket's count);
+        n-grams never seen, and padding, get 0. Works on the seen buckets only, so its
+        memory does not grow with ``buckets`` beyond the one float32 result."""
         labels = np.asarray(labels).astype(int)
         size = self.buckets + 1
-        counts = {}
+        counted = {}
         for cls in (0, 1):
             chosen = [b for b, y in zip(bags, labels) if y == cls]
-            counts[cls] = np.bincount(np.concatenate(chosen), minlength=size).astype(np.float64) \
-                if chosen else np.zeros(size)
-        p, q = counts[1] + alpha, counts[0] + alpha
-        r = np.log(p / p.sum()) - np.log(q / q.sum())
-        r[(counts[0] + counts[1]) == 0] = 0.0
+            flat = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int32)
+            counted[cls] = np.unique(flat, return_counts=True)
+        seen = np.union1d(counted[0][0], counted[1][0])
+
+        def log_share(cls):  # log((count + alpha) / sum over all buckets of (count + alpha))
+            ids, n = counted[cls]
+            at = np.zeros(len(seen))
+            at[np.searchsorted(seen, ids)] = n
+            return np.log(at + alpha) - np.log(n.sum() + alpha * size)
+
+        r = np.zeros((size, 1), dtype=np.float32)
+        r[seen, 0] = log_share(1) - log_share(0)
         r[0] = 0.0
-        set_param(self.ratio, r.astype(np.float32).reshape(-1, 1))
+        set_param(self.ratio, r)
 
     def fit_mix(self, branch_logits: np.ndarray, labels: np.ndarray, C: float = 1.0) -> np.ndarray | None:
         """Fit ``mix`` by logistic regression of ``labels`` on the two branches' logits
