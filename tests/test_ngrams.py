@@ -198,3 +198,12 @@ def test_mix_is_stacked_on_validation_reviews():
     np.testing.assert_allclose(mix, [*lr.coef_[0], lr.intercept_[0]], rtol=1e-3, atol=1e-3)
     assert net.ngrams.fit_mix(val, np.ones(len(val))) is None  # one class: unchanged
     np.testing.assert_array_equal(net.ngrams.mix.data().asnumpy()[0], mix)
+
+
+def test_bag_buckets_are_spread_evenly_for_power_of_two_buckets():
+    """Regression: ``(h * 8 + n) % 2**22`` kept only 19 bits of a bigram's hash, so 2-grams and
+    3-grams each fell into an eighth of the buckets; the mixer spreads them over all."""
+    ids = np.random.RandomState(0).randint(2, 60_000, 5_000).astype(np.int32)
+    bag = ngram_bag(ids, 1 << 22, 3)
+    share = np.bincount((bag - 1) % 8, minlength=8) / len(bag)
+    assert share.min() > 0.1 and share.max() < 0.15

@@ -25,9 +25,10 @@ from .errors import ConfigError
 LAYERS = ("embedding", "encoder", "hidden", "ngrams", "output")
 ENCODER_TYPES = ("pool", "cnn", "bilstm", "lstm", "gru", "bigru")
 NEG_INF = -1e9
-#: bumped whenever the same config builds a different network (2: bias-free CNN, max then ReLU);
-#: part of a base's fingerprint, so a store never reuses a base trained by older code
-ARCHITECTURE_REVISION = 2
+#: bumped whenever the same config builds a different network (2: bias-free CNN, max then ReLU;
+#: 3: n-gram bags hashed through a 64-bit mixer, see ngram_bag); part of a base's fingerprint,
+#: so a store never reuses a base trained by older code
+ARCHITECTURE_REVISION = 3
 BIGRAM_PRIME = 1_000_003
 
 
@@ -360,6 +361,18 @@ def bag_spec(model_cfg: Mapping) -> dict | None:
     return {"buckets": int(cfg["buckets"]), "n": n}
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer on uint64 (wrapping): every input bit reaches every output bit,
+    so ``% buckets`` spreads keys evenly whatever ``buckets`` is (a power of two included)."""
+    x = x.astype(np.uint64)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
 def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3) -> np.ndarray:
     """The distinct hashed 1..``n``-grams of one review's token ids, as sorted indices in
     ``[1, buckets]`` (0 is padding). Hashes use the ids only (no Python ``hash``), so a
@@ -372,7 +385,8 @@ def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3) -> np.ndarray:
             break
         h = (h[:-1] * BIGRAM_PRIME + ids[k - 1:]) % (1 << 61)
         parts.append(h * 8 + k)  # the order tells 2-grams from 3-grams with the same hash
-    return (np.unique(np.concatenate(parts) % buckets) + 1).astype(np.int32)
+    keys = _mix64(np.concatenate(parts))
+    return (np.unique(keys % np.uint64(buckets)) + 1).astype(np.int32)
 
 
 def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
