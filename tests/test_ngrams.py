@@ -189,6 +189,7 @@ def test_mix_is_stacked_on_validation_reviews():
     x, y = separable(50, 4)
     out = net(*next(_batches(x))).asnumpy()
     np.testing.assert_allclose(out[:, 0], out[:, 1] * mix[0] + out[:, 2] * mix[1] + mix[2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(net.ngrams.combine(out[:, 1:3]), out[:, 0], rtol=1e-5, atol=1e-5)
     # the weights are a logistic regression on the validation branch logits
     from sklearn.linear_model import LogisticRegression
 

@@ -252,6 +252,12 @@ class NgramBag(HybridBlock):
         set_param(self.mix, mix)
         return mix[0]
 
+    def combine(self, branch_logits: np.ndarray) -> np.ndarray:
+        """The prediction column for (N, 2) branch logits under the current ``mix`` (in
+        numpy: what ``hybrid_forward`` computes, without another pass over the reviews)."""
+        mix = self.mix.data().asnumpy()[0].astype(np.float64)
+        return np.asarray(branch_logits, dtype=np.float64) @ mix[:2] + mix[2]
+
 
 class TextClassifier(HybridBlock):
     """``embedding -> encoder -> hidden -> output`` (+ the optional ``ngrams`` branch).

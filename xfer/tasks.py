@@ -54,7 +54,7 @@ def fit_and_test(net, splits: Mapping[str, tuple], trainer_cfg: Mapping, opt_cfg
               **dict(checkpoint or {}))
     logits = predict_logits(net, splits["test"][0], ctx=context(trainer_cfg.get("ctx")))
     metrics = {f"test_{k}": v for k, v in classification_metrics(splits["test"][1], sigmoid(logits[:, 0])).items()}
-    if logits.shape[1] == 3:  # a network with an n-gram branch: how each branch does alone
+    if getattr(net, "ngrams", None) is not None:  # how each branch does alone (models.TextClassifier)
         for col, branch in ((1, "encoder"), (2, "ngrams")):
             m = classification_metrics(splits["test"][1], sigmoid(logits[:, col]))
             metrics.update({f"test_{branch}_branch_{k}": m[k] for k in ("accuracy", "roc_auc")})

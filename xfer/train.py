@@ -387,9 +387,8 @@ def fit(net: gluon.HybridBlock, train: tuple[Sequence[np.ndarray], np.ndarray],
         epoch_seconds = time.perf_counter() - t0
         val_logits = predict_logits(net, x_val, batch_size=max(256, batch_size), ctx=ctx, num_buckets=num_buckets)
         if ngrams is not None:  # stacking: how the two branches combine, fitted on held-out reviews
-            mix = ngrams.fit_mix(val_logits[:, 1:3], y_val)
-            if mix is not None:
-                val_logits[:, 0] = val_logits[:, 1:3] @ mix[:2] + mix[2]
+            if ngrams.fit_mix(val_logits[:, 1:3], y_val) is not None:
+                val_logits[:, 0] = ngrams.combine(val_logits[:, 1:3])
         val_m = classification_metrics(y_val, sigmoid(val_logits[:, 0]))
         metrics = {"train_loss": total_loss / max(seen, 1), "epoch_seconds": epoch_seconds,
                    "examples_per_second": seen / max(epoch_seconds, 1e-9),
