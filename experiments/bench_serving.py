@@ -60,7 +60,7 @@ def publish(bundle_ref: str, uri: str, tracking_uri: str | None) -> str:
     """Log the bundle as a pyfunc model in the scratch store and register it; returns its URI."""
     import mlflow
 
-    from xfer.bundle import bundle_dir_of, resolve_bundle
+    from xfer.tracking import resolve_bundle
     from xfer.registry import register_run
     from xfer.tracking import MlflowTracker
 
@@ -69,7 +69,7 @@ def publish(bundle_ref: str, uri: str, tracking_uri: str | None) -> str:
     tracker.start("bench-model")
     tracker.log_metrics({"test_roc_auc": float(bundle.meta.get("metrics", {}).get("test_roc_auc", 0.0))})
     frame = pd.read_csv(data_dir() / "imdb" / "test.csv.gz", nrows=5)
-    tracker.log_model(bundle_dir_of(bundle.path), frame)
+    tracker.log_model(bundle, frame)
     tracker.end()
     client = mlflow.MlflowClient(uri)
     register_run(client, client.get_run(tracker.run_id), "bench")
@@ -169,7 +169,7 @@ def main() -> None:
           flush=True)
     first = results["batch"][next(iter(results["batch"]))]
     out = {"name": args.name, "bundle": args.bundle,
-           "architecture": __import__("xfer.bundle", fromlist=["x"]).resolve_bundle(
+           "architecture": __import__("xfer.tracking", fromlist=["x"]).resolve_bundle(
                args.bundle, args.tracking_uri).model_cfg["architecture"],
            "reviews_per_second": first["reviews_per_second"],
            "latency_p50_ms": results["server"]["latency_p50_ms"],

@@ -42,7 +42,7 @@ def prepare(path: Path, n: int) -> None:
 
     from xfer.config import compose_config
     from xfer.data import data_dir
-    from xfer.train import encode_frame, iter_batches
+    from xfer.encode import encode_frame, iter_batches
     from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
 
     cfg = compose_config(["+experiment=imdb_base", "model=cnn"])  # token ids only (no n-gram bag)

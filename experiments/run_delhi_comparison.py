@@ -24,7 +24,7 @@ from pathlib import Path
 
 from xfer.config import compose_config
 from xfer.report import learning_curve_summary, learning_curve_table
-from xfer.tasks import run_task
+from xfer.jobs import run_task
 from xfer.tracking import make_tracker
 
 HERE = Path(__file__).resolve().parent

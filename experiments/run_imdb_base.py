@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from xfer.config import compose_config
-from xfer.tasks import run_task
+from xfer.jobs import run_task
 
 #: per-encoder settings that keep each inside the 10-minute budget on 2 cores
 PER_ENCODER = {

@@ -38,9 +38,9 @@ def imdb_cfg():
 def hotel_cfg():
     from omegaconf import OmegaConf
 
-    from xfer.config import register_resolvers
+    from xfer.config import register_configs
 
-    register_resolvers()
+    register_configs()
     cfg = OmegaConf.load(ROOT / "xfer/conf/data/hotel.yaml")
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -49,7 +49,7 @@ def hotel_cfg():
 def delhi_cfg():
     from omegaconf import OmegaConf
 
-    from xfer.config import register_resolvers
+    from xfer.config import register_configs
 
-    register_resolvers()
+    register_configs()
     return OmegaConf.to_container(OmegaConf.load(ROOT / "xfer/conf/data/hotel_delhi.yaml"), resolve=True)

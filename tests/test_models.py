@@ -97,7 +97,8 @@ def test_cnn_parameters_can_be_set_after_inference(tmp_path):
     """oneDNN reorders a convolution weight in place (blocked layout) when the net predicts;
     restoring the best epoch afterwards must still work and give that epoch's predictions."""
     from xfer.models import set_param
-    from xfer.train import predict_proba, restore, snapshot
+    from xfer.encode import predict_proba
+    from xfer.train import restore, snapshot
 
     cfg = {"embedding": {"size": 32}, "encoder": {"type": "cnn", "widths": [3, 4, 5], "filters": 16},
            "hidden": {"size": 8}, "output": {"size": 1}}

@@ -11,7 +11,8 @@ from xfer.bundle import load_bundle, save_bundle
 from xfer.errors import ConfigError
 from xfer.freeze import make_schedule, unfreeze
 from xfer.models import bag_spec, build_model, initialize, layer_names, ngram_bag
-from xfer.train import bags_of, classification_metrics, encode_frame, fit, predict_proba, prepare_sequences, seed_everything
+from xfer.encode import bags_of, classification_metrics, encode_frame, predict_proba, prepare_sequences
+from xfer.train import fit, seed_everything
 from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 V, BUCKETS = 42, 997
@@ -141,7 +142,7 @@ def test_both_branches_learn_and_ratios_come_from_training_set():
 
 
 def _batches(x):
-    from xfer.train import iter_batches
+    from xfer.encode import iter_batches
 
     for inputs, _, idx in iter_batches(x, None, 10_000, num_buckets=1):
         assert (idx == np.arange(len(x))).all()
@@ -162,7 +163,7 @@ def test_ratio_never_trains_even_when_unfrozen():
 
 
 def test_bundle_round_trip_and_transplant(tmp_path, imdb_slice):
-    from xfer.transfer import transplant
+    from xfer.surgery import transplant
 
     frame = imdb_slice.head(200).assign(label=lambda f: f["label"].eq("pos").astype(int))
     pre = fit_preprocessor(build_preprocessor({}), frame)

@@ -12,7 +12,8 @@ import pytest
 
 from xfer.errors import ConfigError
 from xfer.models import build_model, initialize
-from xfer.train import encode_frame, fit, read_checkpoint_state
+from xfer.encode import encode_frame
+from xfer.train import fit, read_checkpoint_state
 from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 ARCH = {"embedding": {"size": 16, "dropout": 0.3},

@@ -6,7 +6,8 @@ import pytest
 from xfer.bundle import load_bundle, save_bundle
 from xfer.errors import BundleError
 from xfer.models import build_model, initialize
-from xfer.train import classification_metrics, fit, predict_proba, prepare_sequences, seed_everything
+from xfer.encode import classification_metrics, predict_proba, prepare_sequences
+from xfer.train import fit, seed_everything
 from xfer.transforms import fit_preprocessor, build_preprocessor, apply_preprocessor, token_vocab
 
 MODEL = {"embedding": {"size": 16, "sparse_grad": True}, "encoder": {"type": "pool", "pooling": ["mean"]},

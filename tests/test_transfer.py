@@ -9,7 +9,8 @@ from xfer.bundle import Bundle
 from xfer.embed import layer_embeddings, main as embed_main, write_embeddings
 from xfer.errors import ConfigError
 from xfer.models import build_model, initialize
-from xfer.transfer import extend_preprocessor, summarise, transplant
+from xfer.jobs.transfer import summarise
+from xfer.surgery import extend_preprocessor, transplant
 from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 ARCH = {"embedding": {"size": 6}, "encoder": {"type": "pool", "pooling": ["mean", "max"], "bigram_buckets": 20},
@@ -154,8 +155,8 @@ def test_embed_cli_bad_bundle(tmp_path, capsys):
 
 
 def test_probe_init_fits_the_fresh_head(base, imdb_slice):
-    from xfer.train import classification_metrics, predict_proba
-    from xfer.transfer import probe_init
+    from xfer.encode import classification_metrics, predict_proba
+    from xfer.surgery import probe_init
 
     seqs = base.sequences(imdb_slice)
     y = (imdb_slice["label"] == "pos").to_numpy().astype(int)
@@ -173,8 +174,8 @@ def test_transfer_experiments_find_the_imdb_base_run(experiment):
     """`+experiment=imdb_base` and the transfer experiments describe the same base network,
     so a transfer job reuses the base that imdb_base trained (and a change does not)."""
     from xfer.config import compose_config
-    from xfer.tasks import base_fingerprint
-    from xfer.transfer import base_config
+    from xfer.jobs.train import base_fingerprint
+    from xfer.jobs.transfer import base_config
 
     base = compose_config(["+experiment=imdb_base"])
     transfer = compose_config([f"+experiment={experiment}", "trainer.progress=false", "seed=3"])

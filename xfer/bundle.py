@@ -46,20 +46,29 @@ class Bundle:
     meta: dict = field(default_factory=dict)
     path: Path | None = None
 
+    @classmethod
+    def in_hand(cls, path: str | Path, net, preprocessor) -> "Bundle":
+        """The bundle just saved at ``path`` from ``net`` and ``preprocessor``, without reloading
+        them (only its small JSON files are read)."""
+        path = Path(path)
+        read = lambda name: json.loads((path / name).read_text())  # noqa: E731
+        return cls(net=net, preprocessor=preprocessor, model_cfg=read("model.json"), labels=read("labels.json"),
+                   meta=read("meta.json"), path=path)
+
     @property
     def vocab_size(self) -> int:
         return int(self.model_cfg["vocab_size"])
 
     def sequences(self, frame: pd.DataFrame) -> list[np.ndarray]:
         """Raw frame (``text`` + categorical columns) -> model-ready id arrays."""
-        from .train import encode_frame
+        from .encode import encode_frame
 
         return encode_frame(self.preprocessor, frame, self.model_cfg["architecture"], self.model_cfg.get("max_len"),
                             self.model_cfg.get("truncate", "head"))
 
     def predict_proba(self, frame: pd.DataFrame | Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Positive-class probabilities for a model frame (``text`` + categorical columns)."""
-        from .train import predict_proba
+        from .encode import predict_proba
 
         if not isinstance(frame, pd.DataFrame):
             frame = pd.DataFrame({"text": list(frame)})
@@ -169,21 +178,3 @@ def bundle_dir_of(path: str | Path) -> Path:
     if (path / "meta.json").is_file() or not (path / "MLmodel").is_file():
         return path
     return path / "artifacts" / "bundle"
-
-
-def resolve_bundle(ref: str, tracking_uri: str | None = None, ctx=None) -> Bundle:
-    """A bundle from a bundle or pyfunc model directory, a bare MLflow run id,
-    ``runs:/<id>/bundle``, ``runs:/<id>/model`` or ``models:/<name>@<alias>`` / ``models:/<name>/<version>``."""
-    import re
-
-    p = Path(ref)
-    if p.exists():
-        return load_bundle(bundle_dir_of(p), ctx)
-    m = re.fullmatch(r"(?:runs:/)?([0-9a-f]{32})(?:/(bundle|model))?/?", ref)
-    if m:  # a run's own bundle artifact (the pyfunc model holds the same files)
-        ref = f"runs:/{m.group(1)}/bundle"
-    elif not ref.startswith(("runs:/", "models:/")):
-        raise BundleError(f"{ref}: no such bundle directory, model directory or MLflow run/model URI")
-    from .tracking import download_artifacts
-
-    return load_bundle(bundle_dir_of(download_artifacts(ref, tracking_uri)), ctx)

@@ -1,23 +1,53 @@
-"""OmegaConf resolvers used by the packaged configs."""
+"""Config composition: the packaged Hydra configs, the nodes generated from the schema and the
+OmegaConf resolvers they use.
+
+``xfer/conf`` holds choices (groups: data, transforms, model, optimizer, schedule, head,
+stage, experiment...). Every key that no group sets comes from ``xfer.schema`` through two
+generated nodes, so Hydra knows every key (``trainer.max_epochs=2`` overrides without a ``+``)
+and the schema stays the only place that holds a default:
+
+- ``xfer_stage_base``: ``seed`` and ``trainer``, included by every ``stage/*.yaml``;
+- ``xfer_job_base``: the job-level sections (task, resume, tracking, register, transfer).
+"""
 from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from . import schema
 
-def register_resolvers() -> None:
-    """``${xfer_data_dir:}`` -> $XFER_DATA_DIR, or ../shared/data beside the project."""
+
+def job_defaults() -> dict:
+    """The job-level keys that no config group sets, with the schema's defaults."""
+    return {"task": "train", "resume": None, "tracking": schema.section("tracking", {}),
+            "register": schema.section("register", {}), "transfer": schema.section("transfer", {}), "base": None}
+
+
+def stage_defaults() -> dict:
+    return {"seed": 0, "trainer": schema.section("trainer", {})}
+
+
+def register_configs() -> None:
+    """Register the resolvers and the schema-generated nodes (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
     from .data import data_dir
 
     if not OmegaConf.has_resolver("xfer_data_dir"):
         OmegaConf.register_new_resolver("xfer_data_dir", lambda: str(data_dir()))
+    cs = ConfigStore.instance()
+    cs.store(name="xfer_job_base", node=job_defaults())
+    cs.store(name="xfer_stage_base", node=stage_defaults())
+
+
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "config") -> dict:
-    """The packaged Hydra config composed with ``overrides``, resolved to plain dicts."""
+    """The packaged Hydra config composed with ``overrides``, resolved to plain dicts (not yet
+    validated: ``xfer.schema.validate`` does that)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    register_resolvers()
+    register_configs()
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_module(config_module="xfer.conf", version_base="1.3"):

@@ -391,6 +391,8 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
         train, val, test = (_stratified_take(f, int(limit), seed) for f in (train, val, test))
     n_train = cfg.get("n_train")
     if n_train is not None:
+        if int(n_train) > len(train):
+            raise ConfigError(f"data.n_train: {n_train} is not <= the {len(train)} reviews of the training split")
         train = _stratified_take(train, int(n_train), seed, "data.n_train")
     cats = list(_categorical_spec(cfg))
     info = {"n_train": len(train), "n_val": len(val), "n_test": len(test),

@@ -17,10 +17,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .bundle import resolve_bundle
+from .tracking import resolve_bundle
 from .errors import ConfigError, cli_main
 from .models import layer_names
-from .train import INFERENCE_ROUND_TO, iter_batches
+from .encode import INFERENCE_ROUND_TO, iter_batches
 
 log = logging.getLogger(__name__)
 

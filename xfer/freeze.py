@@ -145,7 +145,8 @@ class Schedule:
 
 
 def make_schedule(cfg: Mapping | None, hidden_replaced: bool = False) -> Schedule:
-    cfg = dict(cfg or {})
+    """A Schedule from a ``schedule`` config (validated against xfer.schema)."""
+    from .schema import section
+
     head: Iterable[str] = ("hidden", "output") if hidden_replaced else ("output",)
-    return Schedule(name=str(cfg.get("name", "gradual")), unfreeze_every=int(cfg.get("unfreeze_every", 1)),
-                    decay=float(cfg.get("decay", 1 / 2.6)), head=tuple(head))
+    return Schedule(head=tuple(head), **section("schedule", cfg or {"name": "gradual"}))

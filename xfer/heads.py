@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .train import classification_metrics
+from .encode import classification_metrics
 
 
 def _prefixed(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:

@@ -19,6 +19,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock, nn, rnn
 
 from .errors import ConfigError
+from .schema import section
 
 #: input to output; ``ngrams`` is a parallel branch into the logit, ordered just below ``output``
 #: (a gradual schedule unfreezes it first, a discriminative one gives it the second-highest rate)
@@ -321,20 +322,14 @@ def layer_param_counts(net: TextClassifier) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- config
-def _get(cfg: Mapping, key: str, default: Any = None) -> Any:
-    v = cfg.get(key, default) if cfg is not None else default
-    return default if v is None else v
-
-
 def bigram_buckets(model_cfg: Mapping) -> int:
-    return int(_get(_get(model_cfg, "encoder", {}), "bigram_buckets", 0))
+    return ngram_spec(model_cfg)["buckets"]
 
 
 def ngram_spec(model_cfg: Mapping) -> dict:
-    """How reviews are featurized for this model: hashed n-gram buckets, n, dedup."""
-    enc = _get(model_cfg, "encoder", {})
-    return {"buckets": int(_get(enc, "bigram_buckets", 0)), "ngrams": int(_get(enc, "ngrams", 2)),
-            "unique": bool(_get(enc, "unique", False))}
+    """How reviews are featurized for this model: hashed n-gram buckets, n, dedup (pool encoder only)."""
+    enc = section("model", model_cfg)["encoder"]
+    return {"buckets": enc.get("bigram_buckets", 0), "ngrams": enc.get("ngrams", 2), "unique": enc.get("unique", False)}
 
 
 def featurize(ids: np.ndarray, vocab_size: int, buckets: int, ngrams: int = 2, unique: bool = False) -> np.ndarray:
@@ -358,13 +353,8 @@ def featurize(ids: np.ndarray, vocab_size: int, buckets: int, ngrams: int = 2, u
 
 def bag_spec(model_cfg: Mapping) -> dict | None:
     """The n-gram branch's featurization (``model.ngrams``), or None without one."""
-    cfg = _get(model_cfg, "ngrams", None)
-    if not cfg or not int(_get(cfg, "buckets", 0)):
-        return None
-    n = int(_get(cfg, "n", 3))
-    if n < 1:
-        raise ConfigError(f"model.ngrams.n: {n} must be >= 1")
-    return {"buckets": int(cfg["buckets"]), "n": n}
+    cfg = section("model", model_cfg)["ngrams"]
+    return {"buckets": cfg["buckets"], "n": cfg["n"]} if cfg else None
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -395,49 +385,36 @@ def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3) -> np.ndarray:
     return (np.unique(keys % np.uint64(buckets)) + 1).astype(np.int32)
 
 
+def _encoder(enc: Mapping, esize: int) -> HybridBlock:
+    etype = enc["type"]
+    if etype == "pool":
+        return PoolEncoder(esize, pooling=tuple(enc["pooling"]), prefix="encoder_")
+    if etype == "cnn":
+        return CNNEncoder(esize, widths=tuple(enc["widths"]), filters=enc["filters"], prefix="encoder_")
+    return RNNEncoder(esize, cell="gru" if "gru" in etype else "lstm", hidden_size=enc["hidden_size"],
+                      num_layers=enc["num_layers"], bidirectional=enc["bidirectional"], dropout=enc["dropout"],
+                      prefix="encoder_")
+
+
 def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
-    """Assemble a TextClassifier from a ``conf/model/*.yaml`` mapping."""
-    emb_cfg = _get(cfg, "embedding", {})
-    enc_cfg = dict(_get(cfg, "encoder", {}))
-    hid_cfg = _get(cfg, "hidden", {})
-    out_cfg = _get(cfg, "output", {})
-    etype = enc_cfg.pop("type", "pool")
-    buckets = int(enc_cfg.pop("bigram_buckets", 0) or 0)
-    if etype not in ENCODER_TYPES:
-        raise ConfigError(f"model.encoder.type: unknown encoder {etype!r} ({' | '.join(ENCODER_TYPES)})")
-    if buckets and etype != "pool":
-        raise ConfigError(f"model.encoder.bigram_buckets: only the 'pool' encoder uses bigrams, not {etype!r}")
+    """Assemble a TextClassifier from a ``model`` config (``conf/model/*.yaml``)."""
+    cfg = section("model", cfg)
+    emb, enc, hid = cfg["embedding"], cfg["encoder"], cfg["hidden"]
+    buckets = enc.get("bigram_buckets", 0)
     if vocab_size < 2:
         raise ConfigError(f"vocabulary has {vocab_size} entries; it needs at least <pad> and <unk>")
-    esize = int(_get(emb_cfg, "size", 128))
-    embedding = EmbeddingLayer(vocab_size + buckets, esize, float(_get(emb_cfg, "dropout", 0.0)),
-                               sparse_grad=bool(_get(emb_cfg, "sparse_grad", False)),
-                               init_scale=emb_cfg.get("init_scale"), prefix="embedding_")
-    if etype == "pool":
-        encoder = PoolEncoder(esize, pooling=tuple(_get(enc_cfg, "pooling", ("mean", "max"))),
-                              prefix="encoder_")
-    elif etype == "cnn":
-        encoder = CNNEncoder(esize, widths=tuple(_get(enc_cfg, "widths", (3, 4, 5))),
-                             filters=int(_get(enc_cfg, "filters", 96)), prefix="encoder_")
-    else:
-        cell = "gru" if "gru" in etype else "lstm"
-        encoder = RNNEncoder(esize, cell=cell, hidden_size=int(_get(enc_cfg, "hidden_size", 128)),
-                             num_layers=int(_get(enc_cfg, "num_layers", 1)),
-                             bidirectional=bool(_get(enc_cfg, "bidirectional", etype in ("bilstm", "bigru", "gru"))),
-                             dropout=float(_get(enc_cfg, "dropout", 0.0)), prefix="encoder_")
-    hidden = HiddenLayer(encoder.output_size, int(_get(hid_cfg, "size", 64)),
-                         float(_get(hid_cfg, "dropout", 0.0)), str(_get(hid_cfg, "activation", "relu")),
-                         prefix="hidden_")
-    output = nn.Dense(int(_get(out_cfg, "size", 1)), in_units=hidden.size, prefix="output_")
+    embedding = EmbeddingLayer(vocab_size + buckets, emb["size"], emb["dropout"], sparse_grad=emb["sparse_grad"],
+                               init_scale=emb["init_scale"], prefix="embedding_")
+    encoder = _encoder(enc, emb["size"])
+    hidden = HiddenLayer(encoder.output_size, hid["size"], hid["dropout"], hid["activation"], prefix="hidden_")
+    output = nn.Dense(cfg["output"]["size"], in_units=hidden.size, prefix="output_")
     ngrams = None
-    spec = bag_spec(cfg)
-    if spec is not None:
-        if int(_get(out_cfg, "size", 1)) != 1:
+    if cfg["ngrams"]:
+        if cfg["output"]["size"] != 1:
             raise ConfigError("model.ngrams: the n-gram branch needs model.output.size 1 (binary labels)")
-        ngrams = NgramBag(spec["buckets"], prefix="ngrams_")
-        lr_mult = float(_get(cfg["ngrams"], "lr_mult", 1.0))
+        ngrams = NgramBag(cfg["ngrams"]["buckets"], prefix="ngrams_")
         for p in ngrams.collect_params().values():
-            p.lr_mult = lr_mult
+            p.lr_mult = cfg["ngrams"]["lr_mult"]
     return TextClassifier(embedding, encoder, hidden, output, ngrams, prefix="xfer_")
 
 

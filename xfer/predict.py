@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    from .bundle import resolve_bundle
+    from .tracking import resolve_bundle
 
     bundle = resolve_bundle(str(opts["model"]), opts["tracking_uri"])
     res = predict_csv(bundle, opts["input"], opts["output"], opts["chunk_size"], opts["batch_size"],

@@ -17,24 +17,25 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from .config import register_resolvers  # noqa: E402
+from .config import register_configs  # noqa: E402
 from .errors import XferError  # noqa: E402
 
 log = logging.getLogger("xfer")
 #: OS errors about the machine, not the code (disk full, read-only file system, no permission):
 #: reported like bad input, as one line with exit code 2
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-register_resolvers()
+register_configs()
 
 
 def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Run the configured task with tracking; raises XferError on bad input."""
+    from .jobs import run_task
+    from .schema import validate
     from .sweep import sweep_context
-    from .tasks import run_task
     from .tracking import make_tracker
 
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    tracker = make_tracker(plain.get("tracking"))
+    plain = validate(OmegaConf.to_container(cfg, resolve=True))  # bad values stop here, before any run
+    tracker = make_tracker(plain["tracking"])
     tracker.default_parent, tracker.default_tags = sweep_context()
     result = run_task(plain, out_dir, tracker)
     if result.get("objective") is not None and tracker.run_id:  # what a sweeper optimises (validation only)
@@ -42,8 +43,8 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     if tracker.default_parent is None and result.get("run_id"):  # a sweep registers once, at its end
         from .registry import register_from_config
 
-        registered = register_from_config(plain.get("register"), plain.get("tracking"),
-                                          task=plain.get("task", "train"), parent=result["run_id"])
+        registered = register_from_config(plain["register"], plain["tracking"], task=plain["task"],
+                                          parent=result["run_id"])
         if registered:
             result["registered"] = str(registered)
     log.info("run: %s", tracker.location)

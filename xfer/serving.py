@@ -91,13 +91,10 @@ def input_example(bundle, frame: pd.DataFrame | None = None, n: int = 2) -> pd.D
     return pd.DataFrame(ex)
 
 
-def model_kwargs(bundle_dir: str | Path, example: pd.DataFrame | None = None,
+def model_kwargs(bundle, example: pd.DataFrame | None = None,
                  max_text_chars: int = MAX_TEXT_CHARS) -> dict[str, Any]:
-    """Arguments for ``mlflow.pyfunc.save_model``/``log_model`` for a bundle directory."""
-    from .bundle import load_bundle
-
-    bundle = load_bundle(bundle_dir)
-    return {"python_model": str(PACKAGE_DIR / "_pyfunc_model.py"), "artifacts": {"bundle": str(bundle_dir)},
+    """Arguments for ``mlflow.pyfunc.save_model``/``log_model`` for a saved bundle."""
+    return {"python_model": str(PACKAGE_DIR / "_pyfunc_model.py"), "artifacts": {"bundle": str(bundle.path)},
             "code_paths": [str(PACKAGE_DIR)], "pip_requirements": pip_requirements(),
             "signature": signature(bundle), "input_example": input_example(bundle, example),
             "model_config": {"max_text_chars": int(max_text_chars), "batch_size": 256},

@@ -34,10 +34,10 @@ class SweepCallback(Callback):
         self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from .config import register_resolvers
+        from .config import register_configs
         from .tracking import make_tracker
 
-        register_resolvers()
+        register_configs()
         tracking = OmegaConf.to_container(config.tracking, resolve=True)
         if not tracking.get("enabled", True):
             if _on_ray(config):

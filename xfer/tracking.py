@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .errors import BundleError, ConfigError, XferError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -64,8 +66,6 @@ class NullTracker:
 
     def resume(self, run_id: str) -> str:
         """Continue an unfinished run (see ``resume=<run id>``)."""
-        from .errors import ConfigError
-
         raise ConfigError("resume: needs MLflow tracking (tracking.enabled=true)")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -110,9 +110,10 @@ class NullTracker:
     def download_artifacts(self, run_id: str, path: str) -> str:
         raise KeyError(run_id)
 
-    def log_model(self, bundle_dir: str | Path, example=None, name: str = "model") -> str | None:
-        """Log ``bundle_dir`` as an ``mlflow.pyfunc`` model of the current run (see xfer.serving)."""
-        self.artifacts.append((str(bundle_dir), name))
+    def log_model(self, bundle, example=None, name: str = "model") -> str | None:
+        """Log a saved :class:`~xfer.bundle.Bundle` as an ``mlflow.pyfunc`` model of the current run
+        (see xfer.serving)."""
+        self.artifacts.append((str(bundle.path), name))
         return None
 
 
@@ -166,9 +167,6 @@ class MlflowTracker(NullTracker):
 
     def resume(self, run_id: str) -> str:
         from mlflow.exceptions import MlflowException
-
-        from .errors import ConfigError
-
         try:
             run = self.client.get_run(run_id)
         except MlflowException:
@@ -238,7 +236,7 @@ class MlflowTracker(NullTracker):
     def download_artifacts(self, run_id: str, path: str) -> str:
         return self.client.download_artifacts(run_id, path)
 
-    def log_model(self, bundle_dir: str | Path, example=None, name: str = "model") -> str:
+    def log_model(self, bundle, example=None, name: str = "model") -> str:
         """Log the bundle as a pyfunc model linked to this run; returns its ``runs:/`` URI."""
         from mlflow.models import Model
 
@@ -247,7 +245,7 @@ class MlflowTracker(NullTracker):
         # the logged-model entity goes to the fluent API's experiment: make it this run's
         self._mlflow.set_experiment(experiment_id=self.experiment_id)
         info = Model.log(artifact_path=None, name=name, flavor=self._mlflow.pyfunc, run_id=self.run_id,
-                         **model_kwargs(bundle_dir, example))
+                         **model_kwargs(bundle, example))
         self.client.set_tag(self.run_id, "xfer.model_uri", info.model_uri)
         return f"runs:/{self.run_id}/{name}"
 
@@ -260,8 +258,6 @@ class MlflowTracker(NullTracker):
 
 def store_error(uri: str, exc: BaseException):
     """An unusable tracking store as one line: ``tracking.uri <uri>: cannot use the MLflow store (<cause>)``."""
-    from .errors import ConfigError
-
     cause = getattr(exc, "orig", None) or exc  # SQLAlchemy keeps the driver's own message in .orig
     lines = [line for line in str(cause).splitlines() if line.strip()] or [type(cause).__name__]
     first = re.sub(r"^\([\w.]+\)\s*", "", lines[0])  # "(sqlite3.OperationalError) attempt to ..."
@@ -288,9 +284,6 @@ def _param_value(v: Any) -> str:
 def download_artifacts(artifact_uri: str, uri: str | None = None) -> str:
     """Fetch ``runs:/<id>/<path>`` or ``models:/<name>/<version>`` to a local directory."""
     import mlflow
-
-    from .errors import XferError
-
     mlflow.set_tracking_uri(tracking_uri(uri))
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri)
@@ -298,12 +291,30 @@ def download_artifacts(artifact_uri: str, uri: str | None = None) -> str:
         raise XferError(f"{artifact_uri}: cannot fetch from MLflow ({' '.join(str(e).split())[:200]})") from None
 
 
+def resolve_bundle(ref: str, tracking_uri: str | None = None, ctx=None):
+    """A bundle from a bundle or pyfunc model directory, a bare MLflow run id,
+    ``runs:/<id>/bundle``, ``runs:/<id>/model`` or ``models:/<name>@<alias>`` / ``models:/<name>/<version>``."""
+    from .bundle import bundle_dir_of, load_bundle
+
+    p = Path(ref)
+    if p.exists():
+        return load_bundle(bundle_dir_of(p), ctx)
+    m = re.fullmatch(r"(?:runs:/)?([0-9a-f]{32})(?:/(bundle|model))?/?", ref)
+    if m:  # a run's own bundle artifact (the pyfunc model holds the same files)
+        ref = f"runs:/{m.group(1)}/bundle"
+    elif not ref.startswith(("runs:/", "models:/")):
+        raise BundleError(f"{ref}: no such bundle directory, model directory or MLflow run/model URI")
+    return load_bundle(bundle_dir_of(download_artifacts(ref, tracking_uri)), ctx)
+
+
 def make_tracker(cfg: Mapping | None) -> NullTracker:
     """``tracking`` config -> a tracker (``enabled: false`` gives the in-memory one)."""
-    cfg = dict(cfg or {})
-    if not cfg.get("enabled", True):
+    from .schema import section
+
+    cfg = section("tracking", cfg)
+    if not cfg["enabled"]:
         return NullTracker()
-    return MlflowTracker(cfg.get("uri"), cfg.get("experiment", "xfer"), cfg.get("artifact_location"))
+    return MlflowTracker(cfg["uri"], cfg["experiment"], cfg["artifact_location"])
 
 
 @contextmanager

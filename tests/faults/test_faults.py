@@ -132,7 +132,7 @@ def test_a_vocabulary_of_one_token_trains_and_an_empty_one_is_an_error(tmp_path)
 def bundles(tmp_path_factory, small_csv):
     """Two tiny bundles of different architectures (pool, cnn)."""
     from xfer.config import compose_config
-    from xfer.tasks import train_task
+    from xfer.jobs.train import train_task
 
     root = tmp_path_factory.mktemp("bundles")
     out = {}

@@ -1,0 +1,142 @@
+"""The one-way data path shared by training, serving, embedding extraction and bundles:
+a raw frame -> token ids (the fitted preprocessor) -> the network's inputs (truncated ids,
+hashed n-gram ids, n-gram bags) -> length-bucketed batches (gluonnlp ``FixedBucketSampler`` +
+``Pad``) -> logits, probabilities and metrics. Nothing here trains or tracks.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Iterator, Mapping, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from .errors import ConfigError
+from .models import bag_spec, featurize, ngram_bag, ngram_spec
+from .transforms import UNK_ID, apply_preprocessor, token_vocab
+
+
+# --------------------------------------------------------------------------- data
+def prepare_sequences(ids: Sequence[np.ndarray], max_len: int | None = None, vocab_size: int = 0,
+                      bigram_buckets: int = 0, truncate: str = "head", ngrams: int = 2,
+                      unique: bool = False, bag: Mapping | None = None) -> list:
+    """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add hashed n-gram ids.
+
+    With ``bag`` (``models.bag_spec``) every review becomes a pair (ids, n-gram bag); the
+    bag is taken from the whole review, before truncation."""
+    out = []
+    for seq in ids:
+        seq = full = np.asarray(seq, dtype=np.int32)
+        if max_len and len(seq) > max_len:
+            seq = seq[-max_len:] if truncate == "tail" else seq[:max_len]
+        if len(seq) == 0:
+            seq = full = np.array([UNK_ID], dtype=np.int32)
+        seq = featurize(seq, vocab_size, bigram_buckets, ngrams, unique)
+        out.append((seq, ngram_bag(full, bag["buckets"], bag["n"])) if bag else seq)
+    return out
+
+
+def encode_frame(pre, frame, arch: Mapping, max_len: int | None = None, truncate: str = "head") -> list:
+    """Raw frame -> the inputs that the network ``arch`` reads, one per review: an id
+    array, or (ids, n-gram bag) for a network with an ``ngrams`` branch."""
+    ids, _ = apply_preprocessor(pre, frame)
+    spec = ngram_spec(arch)
+    return prepare_sequences(ids, max_len, token_vocab(pre).vocabulary_size, spec["buckets"], truncate,
+                             spec["ngrams"], spec["unique"], bag=bag_spec(arch))
+
+
+def bags_of(seqs: Sequence) -> list[np.ndarray] | None:
+    """The n-gram bags of ``encode_frame``'s output, or None if it has none."""
+    return [s[1] for s in seqs] if len(seqs) and isinstance(seqs[0], tuple) else None
+
+
+def context(name: str | None) -> mx.Context:
+    """``cpu``, ``gpu`` or ``gpu:1`` -> an MXNet context."""
+    name = (name or "cpu").lower()
+    if name == "cpu":
+        return mx.cpu()
+    if name.startswith("gpu"):
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        return mx.gpu(idx)
+    raise ConfigError(f"trainer.ctx: unknown device {name!r} (cpu | gpu | gpu:N)")
+
+
+#: inference pads batches to a multiple of this many tokens: oneDNN compiles a kernel per input
+#: shape, so single reviews of every length would each pay a compilation; padding never changes
+#: a prediction (see models.py)
+INFERENCE_ROUND_TO = 32
+
+
+def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
+                 num_buckets: int = 10, shuffle: bool = False, seed: int = 0,
+                 ctx: mx.Context | None = None, round_to: int | None = None) -> Iterator[tuple]:
+    """Length-bucketed batches: (inputs, labels or None, indices), where ``inputs`` is what
+    the network takes: (tokens, valid_length), plus the padded n-gram bags when the
+    reviews are (ids, bag) pairs. With ``round_to`` the padded length is a multiple of it."""
+    import gluonnlp as nlp
+
+    if len(seqs) == 0:
+        return
+    bags = bags_of(seqs)
+    if bags is not None:
+        seqs = [s[0] for s in seqs]
+    lengths = [len(s) for s in seqs]
+    buckets = max(1, min(num_buckets, len(set(lengths))))
+    with warnings.catch_warnings():  # "Some buckets are empty": expected for short inputs
+        warnings.simplefilter("ignore", UserWarning)
+        sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
+                                              shuffle=shuffle)
+    pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32", round_to=round_to)
+    pad_bag = nlp.data.batchify.Pad(axis=0, pad_val=0, dtype="float32")
+    ctx = ctx or mx.cpu()
+    if shuffle:
+        np.random.seed(seed)  # FixedBucketSampler shuffles with numpy's global generator
+    for idx in sampler:
+        idx = np.asarray(idx)
+        tokens, valid = pad([seqs[i] for i in idx])
+        inputs = (tokens.as_in_context(ctx), valid.astype("float32").as_in_context(ctx))
+        if bags is not None:
+            inputs += (pad_bag([bags[i] for i in idx]).as_in_context(ctx),)
+        y = mx.nd.array(labels[idx], ctx=ctx, dtype="float32") if labels is not None else None
+        yield inputs, y, idx
+
+
+# --------------------------------------------------------------------------- metrics
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """ROC-AUC, accuracy, F1 and log loss of probabilities ``p`` for 0/1 labels ``y``."""
+    y = np.asarray(y).astype(int)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    pred = (p >= threshold).astype(int)
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+    }
+
+
+def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int = 256,
+                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
+    """The network's output columns (N, k) for every review, in input order."""
+    out: np.ndarray | None = None
+    for inputs, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO):
+        logits = net(*inputs).asnumpy()
+        if out is None:
+            out = np.zeros((len(seqs), logits.shape[1]), dtype=np.float64)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 1))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def predict_proba(net: gluon.HybridBlock, seqs: Sequence, batch_size: int = 256,
+                  ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
+    """Positive-class probability for every review, in input order."""
+    return sigmoid(predict_logits(net, seqs, batch_size, ctx, num_buckets)[:, 0])
+
+

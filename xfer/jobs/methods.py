@@ -1,0 +1,196 @@
+"""The methods a transfer job compares, behind one registry: name -> ``Method``.
+
+Every method runs through ``run_method``, which opens its child run, logs and records. The
+controls (``scratch``, ``catboost_embeddings``, ``tfidf_lr``) do not depend on the transfer
+schedule or its learning rate: each has a fingerprint over what it does depend on (data by
+content, split seed, n_train, its own config) and a finished run with that fingerprint is
+reused, so a sweep over schedules computes each control once per (data, seed, n_train).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..bundle import Bundle, fingerprint, save_bundle
+from ..data import Dataset, input_spec
+from ..embed import layer_embeddings
+from ..encode import context
+from ..freeze import make_schedule, set_lr_mult, trainable_report
+from ..heads import catboost_embeddings, tfidf_lr
+from ..models import build_model, initialize
+from ..surgery import extend_preprocessor, probe_init, transplant
+from ..tracking import NullTracker, flatten, tracked_run
+from ..train import BeforeEpoch
+from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
+from .stages import reuse_or_run
+from .train import RUNTIME_KEYS, encode_splits, fit_and_test, label_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """One seeded split of the target and what every method needs to run on it."""
+    cfg: dict
+    ds: Dataset
+    base: Bundle
+    arch: dict          # the target network's architecture (the base's, target dropout)
+    seed: int
+    out_dir: Path
+
+    @property
+    def n_train(self) -> int:
+        return len(self.ds.train)
+
+    def data_identity(self) -> dict:
+        return {"data": {k: v for k, v in self.cfg["data"].items() if k != "files"},
+                "checksum": self.ds.checksum, "seed": self.seed}
+
+    def base_identity(self) -> dict:
+        files = self.base.meta.get("files", {})
+        return {"net": files.get("net.params"), "preprocessor": files.get("preprocessor.joblib")}
+
+
+@dataclass
+class Method:
+    run: Callable[[Split, NullTracker], tuple[dict, Any]]   # -> (metrics, anything else to keep)
+    label: Callable[[Split], str]                           # the record's and run's method name
+    depends_on: Callable[[Split], dict] | None = None       # None: never reused
+
+
+def train_net(net, pre, split: Split, schedule, tracker: NullTracker, head_init: str = "random"):
+    """Relearn ``net`` on the split with a freezing schedule; returns (metrics, trainable layers per epoch)."""
+    cfg = split.cfg
+    splits = encode_splits(pre, split.ds, split.arch, cfg["trainer"])
+    if head_init == "probe":
+        tracker.log_metrics({"probe_train_accuracy": probe_init(net, *splits["train"], seed=split.seed)})
+    set_lr_mult(net, schedule.lr_mults(net))
+    trained = []
+
+    def before(epoch):
+        trained.append(schedule.apply(net, epoch))
+        log.info("epoch %d trains: %s", epoch + 1, ", ".join(trained[-1]))
+
+    metrics, _ = fit_and_test(net, splits, cfg["trainer"], cfg["optimizer"], split.seed, tracker,
+                              handlers=[BeforeEpoch(before)])
+    return metrics, trained
+
+
+def schedule_config(cfg: Mapping) -> dict:
+    sched = dict(cfg["schedule"])
+    if cfg["transfer"]["unfreeze_every"] is not None and sched["name"] == "gradual":
+        sched["unfreeze_every"] = cfg["transfer"]["unfreeze_every"]  # the pace, settable per sweep/trial
+    return sched
+
+
+def _transfer(split: Split, run: NullTracker) -> tuple[dict, Any]:
+    cfg, tcfg, base = split.cfg, split.cfg["transfer"], split.base
+    if tcfg["vocab"] == "extend":
+        pre, n_new = extend_preprocessor(base.preprocessor, split.ds.train, tcfg["extend_min_freq"])
+    else:
+        pre, n_new = base.preprocessor, 0
+    vocab = token_vocab(pre).vocabulary_size
+    net = transplant(base, vocab, tcfg["hidden"], split.seed, ctx=context(cfg["trainer"]["ctx"]), arch=split.arch)
+    sched = schedule_config(cfg)
+    run.log_params({**flatten({"schedule": sched, "transfer": tcfg}), "vocab_size": vocab,
+                    "vocab_new_tokens": n_new, "n_train": split.n_train, "seed": split.seed})
+    metrics, trained = train_net(net, pre, split, make_schedule(sched, hidden_replaced=tcfg["hidden"] == "replace"),
+                                 run, head_init=tcfg["head_init"])
+    run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
+                 "schedule.json")
+    if tcfg["save_bundle"]:
+        _save(split, run, net, pre, vocab, metrics, sched)
+    return metrics, (net, pre)
+
+
+def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, sched: dict) -> None:
+    cfg = split.cfg
+    path = save_bundle(split.out_dir / f"transfer_{sched['name']}-s{split.seed}" / "bundle", net, pre, split.arch,
+                       vocab, label_names(cfg["data"]), max_len=cfg["trainer"]["max_len"],
+                       truncate=cfg["trainer"]["truncate"],
+                       meta={"base": split.base.meta.get("fingerprint"), "metrics": metrics, "seed": split.seed,
+                             "schedule": sched, "data": split.ds.name, "inputs": input_spec(cfg["data"])})
+    run.log_artifacts(path, "bundle")
+    if cfg["tracking"]["log_model"]:
+        run.log_model(Bundle.in_hand(path, net, pre), split.ds.test)
+
+
+def _scratch(split: Split, run: NullTracker) -> tuple[dict, Any]:
+    pre = fit_preprocessor(build_preprocessor(split.cfg["transforms"], split.ds.categorical), split.ds.train)
+    vocab = token_vocab(pre).vocabulary_size
+    net = initialize(build_model(split.arch, vocab), split.seed, ctx=context(split.cfg["trainer"]["ctx"]))
+    run.log_params({"vocab_size": vocab, "n_train": split.n_train, "seed": split.seed})
+    metrics, _ = train_net(net, pre, split, make_schedule({"name": "scratch"}), run)
+    return metrics, None
+
+
+def _catboost(split: Split, run: NullTracker) -> tuple[dict, Any]:
+    hcfg = split.cfg["heads"]["catboost"]
+    feats = {k: layer_embeddings(split.base.net, split.base.sequences(f), hcfg["layer"])
+             for k, f in split.ds.splits().items()}
+    run.log_params({**flatten({"head": hcfg}), "n_train": split.n_train, "seed": split.seed,
+                    "categorical": ",".join(split.ds.categorical)})
+    return catboost_embeddings(feats, split.ds.splits(), split.ds.categorical, hcfg, split.seed), None
+
+
+def _tfidf_lr(split: Split, run: NullTracker) -> tuple[dict, Any]:
+    hcfg = split.cfg["heads"]["tfidf_lr"]
+    run.log_params({**flatten({"head": hcfg}), "n_train": split.n_train, "seed": split.seed})
+    return tfidf_lr(split.ds.train, split.ds.val, split.ds.test, hcfg, split.seed), None
+
+
+def _scratch_depends(split: Split) -> dict:
+    cfg = split.cfg
+    return {**split.data_identity(), "transforms": cfg["transforms"], "model": split.arch,
+            "trainer": {k: v for k, v in cfg["trainer"].items() if k not in RUNTIME_KEYS},
+            "optimizer": cfg["optimizer"]}
+
+
+METHODS: dict[str, Method] = {
+    "transfer": Method(_transfer, lambda s: f"transfer_{s.cfg['schedule']['name']}"),
+    "scratch": Method(_scratch, lambda s: "scratch", _scratch_depends),
+    "catboost_embeddings": Method(_catboost, lambda s: "catboost_embeddings",
+                                  lambda s: {**s.data_identity(), "base": s.base_identity(),
+                                             "head": s.cfg["heads"]["catboost"]}),
+    "tfidf_lr": Method(_tfidf_lr, lambda s: "tfidf_lr",
+                       lambda s: {**s.data_identity(), "head": s.cfg["heads"]["tfidf_lr"]}),
+}
+
+
+def methods_of(cfg: Mapping) -> list[str]:
+    """The methods a job runs: ``transfer.methods``; the ``scratch`` schedule is the scratch control."""
+    names = list(cfg["transfer"]["methods"])
+    if cfg["schedule"]["name"] == "scratch":
+        names = [n for n in names if n != "transfer"] + ([] if "scratch" in names else ["scratch"])
+    return names
+
+
+def run_method(name: str, split: Split, parent: NullTracker, tags: Mapping[str, str]) -> tuple[dict, Any]:
+    """Run (or reuse) one method on one split as a child run of ``parent``; returns its record
+    (method, n_train, seed, metrics, run_id) and what the method kept (the transferred net)."""
+    method, cfg = METHODS[name], split.cfg
+    label = method.label(split)
+    tags = {**tags, "xfer.method": label, "xfer.n_train": str(split.n_train), "xfer.seed": str(split.seed)}
+    fp = fingerprint({"method": name, **method.depends_on(split)}) if method.depends_on else None
+
+    def record(metrics: Mapping, run_id: str | None, reused: bool = False) -> dict:
+        log.info("%-22s n_train=%d seed=%d test_roc_auc %.4f test_accuracy %.4f%s", label, split.n_train,
+                 split.seed, metrics["test_roc_auc"], metrics["test_accuracy"], " (reused)" if reused else "")
+        return {"method": label, "n_train": split.n_train, "seed": split.seed, "data": split.ds.name,
+                **metrics, "run_id": run_id, "reused": reused}
+
+    def run():
+        run_tags = {**tags, **({"xfer.fingerprint": fp} if fp else {})}
+        with tracked_run(parent.child(), f"{split.ds.name}-{label}-n{split.n_train}-s{split.seed}", run_tags,
+                         parent.run_id) as child:
+            metrics, kept = method.run(split, child)
+            child.log_metrics(metrics)
+        return record(metrics, child.run_id), kept
+
+    if fp is None:
+        return run()
+    return reuse_or_run(parent, cfg["tracking"], fp, {"xfer.method": label}, f"control-{label}", run,
+                        lambda found: (record(found["metrics"], found["run_id"], reused=True), None))

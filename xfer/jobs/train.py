@@ -1,0 +1,185 @@
+"""The train job (``task: train``): fit preprocessing and a network on ``data``, score its test
+split, save a bundle and track the run; resumable from its checkpoints."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .. import __version__
+from ..bundle import Bundle, fingerprint, save_bundle
+from ..data import Dataset, dataset_checksum, input_spec, load_dataset
+from ..encode import classification_metrics, context, encode_frame, predict_logits, sigmoid
+from ..errors import ConfigError
+from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
+from ..report import training_curve
+from ..schema import validate
+from ..tracking import NullTracker, flatten, tracked_run
+from ..train import fit, read_checkpoint_state, seed_everything
+from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
+
+log = logging.getLogger(__name__)
+
+#: trainer keys that do not change what is learned
+RUNTIME_KEYS = ("progress", "ctx", "checkpoint")
+
+
+def base_fingerprint(stage: Mapping, data_checksum: str | None = None) -> str:
+    """Identity of a trained network: data (by content) + transforms + model + optimizer +
+    trainer + seed. Paths and runtime-only settings (progress bar, device) do not count."""
+    data = {k: v for k, v in stage["data"].items() if k != "files"}
+    trainer = {k: v for k, v in stage["trainer"].items() if k not in RUNTIME_KEYS}
+    checksum = data_checksum or dataset_checksum(stage["data"])
+    return fingerprint({"data": data, "data_checksum": checksum, "transforms": stage["transforms"],
+                        "model": stage["model"], "optimizer": stage["optimizer"], "trainer": trainer,
+                        "seed": stage["seed"], "architecture": ARCHITECTURE_REVISION})
+
+
+def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) -> dict[str, tuple]:
+    """Every split -> (model-ready sequences, labels)."""
+    return {name: (encode_frame(pre, frame, model_cfg, trainer_cfg["max_len"], trainer_cfg["truncate"]),
+                   frame["label"].to_numpy()) for name, frame in ds.splits().items()}
+
+
+def test_metrics(net, test: tuple, ctx) -> dict[str, float]:
+    """test_* metrics, and for a network with an n-gram branch each branch's alone."""
+    logits = predict_logits(net, test[0], ctx=ctx)
+    metrics = {f"test_{k}": v for k, v in classification_metrics(test[1], sigmoid(logits[:, 0])).items()}
+    if getattr(net, "ngrams", None) is not None:  # columns 1, 2: the branches (models.TextClassifier)
+        for col, branch in ((1, "encoder"), (2, "ngrams")):
+            m = classification_metrics(test[1], sigmoid(logits[:, col]))
+            metrics.update({f"test_{branch}_branch_{k}": m[k] for k in ("accuracy", "roc_auc")})
+    return metrics
+
+
+def fit_and_test(net, splits: Mapping[str, tuple], trainer_cfg: Mapping, opt_cfg: Mapping, seed: int,
+                 tracker: NullTracker, handlers=(), checkpoint: Mapping | None = None) -> tuple[dict, Any]:
+    """Train on ``splits["train"]`` with early stopping on ``splits["val"]``, logging each epoch,
+    then score ``splits["test"]``. Returns (test_* metrics + train_seconds, FitResult).
+    ``checkpoint``: fit()'s checkpoint_dir / on_checkpoint / resume_from."""
+    res = fit(net, splits["train"], splits["val"], trainer_cfg, opt_cfg, seed=seed, handlers=handlers,
+              on_epoch=lambda e, m: tracker.log_metrics(m, step=e), **dict(checkpoint or {}))
+    metrics = test_metrics(net, splits["test"], context(trainer_cfg["ctx"]))
+    metrics.update({"train_seconds": res.train_seconds, "best_epoch": res.best_epoch + 1,
+                    "best_val_roc_auc": res.best_val_roc_auc})
+    return metrics, res
+
+
+#: a checkpoint is logged into one of two artifact slots, alternating by epoch: a kill while
+#: one slot is being copied leaves the other, complete, one
+CHECKPOINT_SLOTS = ("checkpoint/a", "checkpoint/b")
+
+
+def log_checkpoint(tracker: NullTracker, path: Path) -> None:
+    """Log a checkpoint directory into the run's artifacts, state.json (with the other files'
+    checksums) last, so a partly copied checkpoint is recognisably incomplete."""
+    epoch = json.loads((path / "state.json").read_text())["epoch"]  # checksummed when written
+    slot = CHECKPOINT_SLOTS[int(epoch) % 2]
+    for f in sorted(path.iterdir(), key=lambda f: f.name == "state.json"):
+        tracker.log_artifact(f, slot)
+
+
+def find_checkpoint(tracker: NullTracker, run_id: str, fp: str) -> Path:
+    """The newest complete checkpoint of ``run_id``, after checking it trained this config."""
+    tags = tracker.get_tags(run_id)
+    if not tags:
+        raise ConfigError(f"resume: run {run_id} not found (or tracking is disabled)")
+    if tags.get("xfer.fingerprint") != fp:
+        raise ConfigError(f"resume: run {run_id} trained another configuration (fingerprint "
+                          f"{tags.get('xfer.fingerprint', '?')[:12]}, this job {fp[:12]})")
+    best: tuple[int, Path] | None = None
+    for slot in CHECKPOINT_SLOTS:
+        try:
+            path = Path(tracker.download_artifacts(run_id, slot))
+        except Exception:  # noqa: BLE001 - a slot that was never written
+            continue
+        state = read_checkpoint_state(path)
+        if state is not None and (best is None or state["epoch"] > best[0]):
+            best = (int(state["epoch"]), path)
+    if best is None:
+        raise ConfigError(f"resume: run {run_id} has no complete checkpoint (it stopped before its first epoch ended)")
+    log.info("resume: run %s from its checkpoint after epoch %d", run_id, best[0] + 1)
+    return best[1]
+
+
+def label_names(data_cfg: Mapping) -> dict[str, str]:
+    if data_cfg["label_rule"]:
+        return {"0": f"not ({data_cfg['label_rule']})", "1": str(data_cfg["label_rule"])}
+
+    def name(v):
+        return v if isinstance(v, str) or v is None else "/".join(map(str, v))
+
+    return {"0": str(name(data_cfg["negative"])), "1": str(name(data_cfg["positive"]))}
+
+
+def _prepare(cfg: Mapping) -> dict:
+    """Everything that can fail on bad input, before the run starts: data, preprocessing, network."""
+    ds = load_dataset(cfg["data"], seed=cfg["seed"])
+    log.info("data %s: %d train / %d val / %d test reviews", ds.name, len(ds.train), len(ds.val), len(ds.test))
+    t0 = time.perf_counter()
+    pre = fit_preprocessor(build_preprocessor(cfg["transforms"], ds.categorical), ds.train)
+    splits = encode_splits(pre, ds, cfg["model"], cfg["trainer"])
+    prep_seconds = time.perf_counter() - t0
+    vocab = token_vocab(pre).vocabulary_size
+    log.info("vocabulary: %d tokens; preprocessing took %.1f s", vocab, prep_seconds)
+    net = initialize(build_model(cfg["model"], vocab), cfg["seed"], ctx=context(cfg["trainer"]["ctx"]))
+    return {"ds": ds, "pre": pre, "splits": splits, "prep_seconds": prep_seconds, "vocab": vocab, "net": net,
+            "fp": base_fingerprint(cfg, ds.checksum)}
+
+
+def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:
+    tracker.log_params(flatten(cfg))
+    tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
+    tracker.log_params({"vocab_size": job["vocab"], **{f"rows.{k}": len(v[0]) for k, v in job["splits"].items()},
+                        **{f"params.{k}": v for k, v in layer_param_counts(job["net"]).items()}})
+
+
+def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mapping, final: dict, res) -> Path:
+    ds = job["ds"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = save_bundle(out_dir / "bundle", job["net"], job["pre"], cfg["model"], job["vocab"],
+                         label_names(cfg["data"]), max_len=cfg["trainer"]["max_len"],
+                         truncate=cfg["trainer"]["truncate"],
+                         meta={"fingerprint": job["fp"], "data_checksum": ds.checksum, "data": ds.name,
+                               "metrics": final, "seed": cfg["seed"], "inputs": input_spec(cfg["data"])})
+    curve = training_curve(res.history, out_dir / "training_curve.png", f"{ds.name} / {cfg['model']['name']}")
+    (out_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+    tracker.log_artifacts(bundle, "bundle")
+    if cfg["tracking"]["log_model"]:
+        tracker.log_model(Bundle.in_hand(bundle, job["net"], job["pre"]), ds.test)
+    tracker.log_artifact(curve)
+    tracker.log_artifact(out_dir / "metrics.json")
+    return bundle
+
+
+def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
+    """Fit preprocessing and a network on ``cfg.data``, evaluate on its test split,
+    save a bundle and track the run. Returns the test metrics and where things went."""
+    cfg, tracker, out_dir = validate(cfg), tracker or NullTracker(), Path(out_dir)
+    seed_everything(cfg["seed"])
+    job = _prepare(cfg)
+    tags = {"xfer.task": "train", "xfer.data": job["ds"].name, "xfer.model": cfg["model"]["name"],
+            "xfer.fingerprint": job["fp"], "xfer.version": __version__}
+    resume_id = cfg["resume"]
+    resume_from = find_checkpoint(tracker, resume_id, job["fp"]) if resume_id else None
+    with tracked_run(tracker, cfg["tracking"]["run_name"] or job["ds"].name, tags, resume_run_id=resume_id):
+        if not resume_id:
+            _log_start(cfg, tracker, job)
+        if tracker.run_id and tracker.run_id != "local":
+            log.info("MLflow run %s (if interrupted: resume=%s)", tracker.run_id, tracker.run_id)
+        checkpoint = {"resume_from": resume_from}
+        if cfg["trainer"]["checkpoint"]:
+            checkpoint.update(checkpoint_dir=out_dir / "checkpoint",
+                              on_checkpoint=lambda path: log_checkpoint(tracker, path))
+        final, res = fit_and_test(job["net"], job["splits"], cfg["trainer"], cfg["optimizer"], cfg["seed"],
+                                  tracker, checkpoint=checkpoint)
+        final["preprocess_seconds"] = job["prep_seconds"]
+        tracker.log_metrics(final)
+        bundle = _save_outputs(cfg, out_dir, tracker, job, final, res)
+    log.info("test: " + " ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_")))
+    return {"metrics": final, "bundle": str(bundle), "run_id": tracker.run_id,
+            "objective": res.best_val_roc_auc, "history": res.history}

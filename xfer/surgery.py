@@ -1,0 +1,81 @@
+"""Carrying a trained network to a new dataset: vocabulary extension, weight transplant,
+the target's architecture and a linear-probe head. Library code: no tracking, no jobs."""
+from __future__ import annotations
+
+import copy
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .embed import layer_embeddings
+from .models import bigram_buckets, build_model, initialize, set_param
+from .schema import WEIGHTLESS, section
+from .transforms import count_tokens, token_vocab, tokens_of
+
+def extend_preprocessor(base_pre, train_frame: pd.DataFrame, min_freq: int = 2):
+    """Copy of the base preprocessor whose vocabulary gains the target's tokens seen at
+    least ``min_freq`` times (appended after the base ids, by frequency then spelling)."""
+    pre = copy.deepcopy(base_pre)
+    t2i = token_vocab(pre)
+    itos = list(t2i.vocab_.idx_to_token)
+    known = set(itos)
+    counts = count_tokens(tokens_of(pre, train_frame["text"]))
+    new = sorted((t for t, c in counts.items() if c >= min_freq and t not in known), key=lambda t: (-counts[t], t))
+    t2i.with_vocabulary(itos + new)
+    return pre, len(new)
+
+
+def target_architecture(base_arch: Mapping, target_model: Mapping) -> dict:
+    """The base architecture with the target model's weightless settings (dropout rates...):
+    the transplant is unchanged, the training regime is the target's."""
+    arch, target = copy.deepcopy(section("model", base_arch)), section("model", target_model)
+    for path in WEIGHTLESS[1:]:
+        src, dst = target, arch
+        for k in path[:-1]:
+            src, dst = (src or {}).get(k), (dst or {}).get(k)
+        if isinstance(src, dict) and isinstance(dst, dict) and path[-1] in src and path[-1] in dst:
+            dst[path[-1]] = src[path[-1]]
+    return arch
+
+
+def transplant(base, vocab_size: int, hidden: str = "keep", seed: int = 0, ctx=None, arch: Mapping | None = None):
+    """A network of the base's architecture (or ``arch``: the same layers, other dropout) for
+    ``vocab_size`` tokens, carrying the base's weights: every layer but the (fresh) output, and
+    the hidden layer unless ``replace``. Embedding rows of new tokens start at the mean base
+    embedding; bigram rows move with the vocabulary offset."""
+    arch = arch or base.model_cfg["architecture"]
+    old_v, buckets = base.vocab_size, bigram_buckets(arch)
+    net = initialize(build_model(arch, vocab_size), seed, ctx=ctx)
+    src = base.net.collect_params()
+    for name, p in net.collect_params().items():
+        layer = name.split("_")[0]
+        if layer == "output" or (layer == "hidden" and hidden == "replace"):
+            continue
+        w = src[name].data().asnumpy()
+        if name == "embedding_weight" and vocab_size != old_v:
+            new = np.empty((vocab_size + buckets, w.shape[1]), dtype=w.dtype)
+            new[:old_v] = w[:old_v]
+            new[old_v:vocab_size] = w[2:old_v].mean(axis=0)
+            new[vocab_size:] = w[old_v:]
+            w = new
+        set_param(p, w)
+    return net
+
+
+def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:
+    """Initialise the fresh output layer by logistic regression on the hidden layer's
+    outputs over the training reviews (a linear probe, as in LP-FT: Kumar et al., 2022).
+
+    A randomly initialised head on strong transferred features starts with a random sign;
+    with a few hundred examples the first epochs cannot fix that, and early stopping may
+    even keep it. Returns the probe's training accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    feats = layer_embeddings(net, seqs, "hidden")
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    probe = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(feats, labels)
+    set_param(net.output.weight, probe.coef_.astype(np.float32))
+    set_param(net.output.bias, probe.intercept_.astype(np.float32))
+    return float(probe.score(feats, labels))
