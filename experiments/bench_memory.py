@@ -47,7 +47,7 @@ def main() -> None:
     src = work / "hotel_standin.csv.gz"
     standin.to_csv(src, index=False, compression="gzip")
     overrides = ["+experiment=hotel_transfer", f"data.files.all={src}", "transfer.repeats=1",
-                 "transfer.trainer.max_epochs=2", "trainer.progress=false", "transfer.tsne.enabled=true",
+                 "trainer.max_epochs=2", "trainer.progress=false", "transfer.tsne.enabled=true",
                  *args.overrides]
     cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri={args.tracking_uri}", *overrides]
     t0 = time.perf_counter()

@@ -4,7 +4,6 @@ Chromium (Debian's package, installed by .ci/run) renders them."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,15 @@ import pytest
 
 from xfer.tracking import MlflowTracker, tracked_run
 
+from helpers import free_port
+
+pytestmark = pytest.mark.e2e
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1000", "--virtual-time-budget=20000"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +37,7 @@ def server(tmp_path_factory):
         with tracked_run(t, name, {"xfer.task": "transfer"}):
             t.log_metrics({"test_roc_auc": auc, "test_accuracy": 0.75})
         runs[t.run_id] = (name, auc)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=tmp,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

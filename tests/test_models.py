@@ -75,7 +75,7 @@ def test_bigram_featurize_ids_in_range():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="unknown encoder 'transformer'"):
+    with pytest.raises(ConfigError, match="model.encoder.type: 'transformer' is not one of pool, cnn"):
         build_model({"encoder": {"type": "transformer"}}, V)
     with pytest.raises(ConfigError, match="bigram"):
         build_model({"encoder": {"type": "cnn", "bigram_buckets": 10}}, V)

@@ -1,19 +1,19 @@
 """The same sweep on a Ray cluster (hydra-ray-launcher): a local Ray head started by the test."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
+from helpers import free_port
+
+pytestmark = pytest.mark.e2e
+
 BIN = Path(sys.executable).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sweep_runs_on_a_local_ray_cluster(tmp_path):
@@ -22,7 +22,7 @@ def test_sweep_runs_on_a_local_ray_cluster(tmp_path):
     ray = str(BIN / "ray") if (BIN / "ray").exists() else shutil.which("ray")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    port = _free_port()
+    port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     start = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
                             "--include-dashboard", "false", "--object-store-memory", "100000000",

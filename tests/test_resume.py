@@ -3,8 +3,6 @@ where an uninterrupted run with the same seed ends."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,6 +13,7 @@ from xfer.models import build_model, initialize
 from xfer.encode import encode_frame
 from xfer.train import fit, read_checkpoint_state
 from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
+from helpers import run_cli
 
 ARCH = {"embedding": {"size": 16, "dropout": 0.3},
         "encoder": {"type": "pool", "pooling": ["mean", "max"], "bigram_buckets": 500},
@@ -83,10 +82,7 @@ JOB = ["+experiment=imdb_base", "model=pool", "data.limit=2500", "trainer.max_ep
 
 
 def _cli(cwd, *overrides, wait=True, job=JOB):
-    cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}", *job, *overrides]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return run_cli(cwd, *job, *overrides, wait=wait)
 
 
 def _run(cwd):
@@ -97,6 +93,7 @@ def _run(cwd):
     return client, run
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
     ref_dir.mkdir()
@@ -136,6 +133,7 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(tmp_path):
         assert resumed.data.metrics[key] == pytest.approx(reference.data.metrics[key], abs=1e-12), key
 
 
+@pytest.mark.e2e
 def test_resume_errors(tmp_path):
     proc = _cli(tmp_path, "resume=0123456789abcdef0123456789abcdef")
     assert proc.returncode == 2

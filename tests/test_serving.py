@@ -2,7 +2,6 @@
 used as a user would (subprocesses, a fresh tracking store)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,10 @@ import pytest
 
 from xfer.data import data_dir
 from xfer.errors import ConfigError, DataError
+
+from helpers import free_port
+
+pytestmark = pytest.mark.e2e
 
 QUICK = ["+experiment=imdb_base", "model=pool", "data.limit=400", "trainer.max_epochs=2",
          "model.encoder.bigram_buckets=2000", "trainer.progress=false"]
@@ -118,11 +121,6 @@ def test_registry_cli_errors(store):
                                                 "to register"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _post(url: str, payload) -> tuple[int, dict]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -137,7 +135,7 @@ def _post(url: str, payload) -> tuple[int, dict]:
 def test_mlflow_models_serve_answers_and_rejects_bad_payloads(store, reviews, tmp_path):
     from xfer.bundle import load_bundle
 
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen(["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager",
                                "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=_env(store["uri"]),

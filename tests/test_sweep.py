@@ -1,24 +1,19 @@
 """Hydra multiruns on the joblib launcher: one MLflow parent per sweep, every job a child."""
-import subprocess
-import sys
-
 import pytest
+
+from helpers import TRANSFER_QUICK, list_runs, run_cli
+
+pytestmark = pytest.mark.e2e
 
 JOB = ["+experiment=imdb_base", "model=pool", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
        "trainer.progress=false", "hydra.launcher.n_jobs=2"]
 
 
 def _sweep(tmp_path, *overrides):
-    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *JOB,
-           *overrides]
-    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return run_cli(tmp_path, *JOB, *overrides, multirun=True)
 
 
-def _runs(tmp_path):
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+_runs = list_runs
 
 
 def test_four_jobs_on_two_workers_are_children_of_one_parent(tmp_path):
@@ -51,12 +46,9 @@ def test_a_failing_job_does_not_stop_the_others_and_fails_the_parent(tmp_path):
 
 
 def test_parallel_transfer_jobs_train_the_base_once(tmp_path):
-    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-           "+experiment=hotel_transfer", "model=pool", "base.data.limit=300", "trainer.max_epochs=1",
-           "model.encoder.bigram_buckets=1000", "trainer.progress=false", "transfer.repeats=1",
-           "transfer.trainer.max_epochs=1", "transfer.methods=[transfer]", "transfer.tsne.enabled=false",
-           "schedule=frozen,gradual,full", "hydra.launcher.n_jobs=2", "register.name=hotel-test"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = run_cli(tmp_path, *TRANSFER_QUICK, "base.data.limit=300", "transfer.repeats=1", "trainer.max_epochs=1",
+                   "transfer.methods=[transfer]", "transfer.tsne.enabled=false", "schedule=frozen,gradual,full",
+                   "hydra.launcher.n_jobs=2", "register.name=hotel-test", multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _runs(tmp_path)
     bases = [r for r in runs if r.data.tags.get("xfer.task") == "train"]
@@ -78,13 +70,14 @@ def test_learning_curve_sweep_and_report(tmp_path):
     from xfer.report import main as report_main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri={uri}", "+experiment=learning_curve",
-           "model=pool", "base.data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
-           "trainer.progress=false", "transfer.trainer.max_epochs=1", "heads.catboost.iterations=20",
-           "data.n_train=50,100", "schedule=frozen,gradual", "seed=0"]  # the command line narrows the sweep
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    quick = [o.replace("hotel_transfer", "learning_curve") for o in TRANSFER_QUICK]
+    proc = run_cli(tmp_path, *quick, "base.data.limit=300", "trainer.max_epochs=1", "heads.catboost.iterations=20",
+                   "data.n_train=50,100", "schedule=frozen,gradual", "seed=0", multirun=True)  # narrows the sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _runs(tmp_path)
+    # the controls do not depend on the schedule: computed once per n_train, reused by the other job
+    controls = [r for r in runs if r.data.tags.get("xfer.method") in ("scratch", "catboost_embeddings", "tfidf_lr")]
+    assert len(controls) == 2 * 3
     [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
     assert parent.data.metrics["jobs_finished"] == 4
     out = tmp_path / "lc"
@@ -99,16 +92,15 @@ def test_learning_curve_sweep_and_report(tmp_path):
 def test_optuna_search_stores_a_study_tags_the_best_trial_and_continues(tmp_path):
     import optuna
 
-    cmd = [sys.executable, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-           "+experiment=hotel_delhi_transfer", "hparams_search=transfer_optuna", "model=pool",
-           "base.data.limit=300", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
-           "trainer.progress=false", "transfer.trainer.max_epochs=2", "data.n_train=100", "hydra.sweeper.n_trials=4"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    quick = [o.replace("hotel_transfer", "hotel_delhi_transfer") for o in TRANSFER_QUICK]
+    cmd = [*quick, "hparams_search=transfer_optuna", "base.data.limit=300", "data.n_train=100",
+           "hydra.sweeper.n_trials=4"]
+    proc = run_cli(tmp_path, *cmd, multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="xfer-transfer-hotel_delhi", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 4
-    assert {"transfer.optimizer.lr", "transfer.dropout.embedding", "transfer.dropout.hidden", "schedule",
+    assert {"optimizer.lr", "model.embedding.dropout", "model.hidden.dropout", "schedule",
             "transfer.unfreeze_every", "transfer.vocab"} == set(study.best_trial.params)
     runs = _runs(tmp_path)
     [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
@@ -123,8 +115,7 @@ def test_optuna_search_stores_a_study_tags_the_best_trial_and_continues(tmp_path
     assert parent.data.tags["xfer.optuna_best_run"] == best.info.run_id
     assert parent.data.metrics["study_best_value"] == pytest.approx(study.best_value)
     # the same command continues the stored study
-    proc = subprocess.run([*cmd[:-1], "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_cli(tmp_path, *cmd[:-1], "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1", multirun=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="xfer-transfer-hotel_delhi", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(study.trials) == 6

@@ -1,17 +1,18 @@
-import subprocess
-import sys
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from xfer.bundle import Bundle
-from xfer.embed import layer_embeddings, main as embed_main, write_embeddings
+from xfer.embed import main as embed_main
+from xfer.features import layer_embeddings, write_embeddings
 from xfer.errors import ConfigError
 from xfer.models import build_model, initialize
 from xfer.jobs.transfer import summarise
 from xfer.surgery import extend_preprocessor, transplant
 from xfer.transforms import build_preprocessor, fit_preprocessor, token_vocab
+from helpers import TRANSFER_QUICK, run_cli
 
 ARCH = {"embedding": {"size": 6}, "encoder": {"type": "pool", "pooling": ["mean", "max"], "bigram_buckets": 20},
         "hidden": {"size": 5}}
@@ -87,19 +88,17 @@ def test_summarise_means_and_std():
 
 
 # ---------------------------------------------------------------- end to end, as a user runs it
-SMALL = ["+experiment=hotel_transfer", "model=pool", "base.data.limit=400", "trainer.max_epochs=1", "trainer.progress=false",
-         "model.encoder.bigram_buckets=5000", "transfer.trainer.max_epochs=2", "transfer.repeats=2",
-         "transfer.tsne.n_per_domain=60", "heads.catboost.iterations=30"]
+SMALL = [*TRANSFER_QUICK, "transfer.repeats=2", "transfer.tsne.n_per_domain=60", "heads.catboost.iterations=30"]
 
 
 def _run(tmp_path, *overrides):
-    cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *SMALL, *overrides]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = run_cli(tmp_path, *SMALL, *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-def test_hotel_transfer_end_to_end_reuses_the_base(tmp_path):
+@pytest.mark.e2e
+def test_hotel_transfer_end_to_end_reuses_the_base_and_the_controls(tmp_path):
     import mlflow
 
     first = _run(tmp_path)
@@ -116,7 +115,11 @@ def test_hotel_transfer_end_to_end_reuses_the_base(tmp_path):
                 and r.data.tags.get("xfer.method") != "comparison"]
     methods = {r.data.tags["xfer.method"] for r in children}
     assert methods == {"transfer_gradual", "transfer_frozen", "scratch", "catboost_embeddings", "tfidf_lr"}
-    assert len(children) == 2 * 4 * 2  # two jobs x four methods x two seeded splits
+    # the controls do not depend on the schedule or the vocabulary policy: the second job reused them
+    assert len(children) == 4 * 2 + 1 * 2  # first job: four methods x two splits; second: the transfer only
+    assert (second.stdout + second.stderr).count("(reused)") == 3 * 2 and "| scratch |" in second.stdout
+    records = json.loads(next(tmp_path.glob("outputs/*/*/records.json")).read_text())
+    assert {r["method"] for r in records} >= {"scratch", "tfidf_lr"}
     for r in children:
         assert {"test_roc_auc", "test_accuracy", "test_f1", "train_seconds"} <= set(r.data.metrics)
         assert "mlflow.parentRunId" in r.data.tags
@@ -177,8 +180,18 @@ def test_transfer_experiments_find_the_imdb_base_run(experiment):
     from xfer.jobs.train import base_fingerprint
     from xfer.jobs.transfer import base_config
 
-    base = compose_config(["+experiment=imdb_base"])
-    transfer = compose_config([f"+experiment={experiment}", "trainer.progress=false", "seed=3"])
-    assert base_fingerprint(base) == base_fingerprint(base_config(transfer))
-    changed = compose_config([f"+experiment={experiment}", "optimizer.lr=0.01"])
-    assert base_fingerprint(base) != base_fingerprint(base_config(changed))
+    from xfer.schema import validate
+
+    def fp(*overrides):
+        cfg = validate(compose_config(list(overrides)))
+        return base_fingerprint(base_config(cfg) if cfg["task"] == "transfer" else cfg)
+
+    base = fp("+experiment=imdb_base")
+    assert fp(f"+experiment={experiment}", "trainer.progress=false", "seed=3") == base
+    # the target's own training settings never change the base
+    assert fp(f"+experiment={experiment}", "optimizer.lr=0.01") == base
+    assert fp(f"+experiment={experiment}", "trainer.max_epochs=2") == base
+    assert fp(f"+experiment={experiment}", "model.hidden.dropout=0.5") == base
+    # the base stage's do
+    assert fp(f"+experiment={experiment}", "base.optimizer.lr=0.01") != base
+    assert fp(f"+experiment={experiment}", "base.trainer.max_epochs=2") != base

@@ -30,6 +30,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .errors import ConfigError, DataError, cli_main
+from .schema import section
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _index_ref(frame: pd.DataFrame, pos: int) -> str:
 
 def make_labels(frame: pd.DataFrame, cfg: Mapping, path: Path) -> np.ndarray:
     """Map the label column (or a rule over a numeric column) to 0/1."""
-    rule = cfg.get("label_rule")
+    rule = cfg["label_rule"]
     if rule:
         col, op, thr = parse_label_rule(rule)
         values = pd.to_numeric(frame[col], errors="coerce")
@@ -181,7 +182,7 @@ def make_labels(frame: pd.DataFrame, cfg: Mapping, path: Path) -> np.ndarray:
                             f"{frame[col].iloc[bad[0]]!r} is not a number (needed by label_rule {rule!r})")
         return _OPS[op](values.to_numpy(dtype=float), thr).astype(np.int64)
     col = cfg["label_column"]
-    pos, neg = _as_list(cfg.get("positive")), _as_list(cfg.get("negative"))
+    pos, neg = _as_list(cfg["positive"]), _as_list(cfg["negative"])
     if not pos:
         raise ConfigError("data.positive: no positive label value given")
     raw = frame[col]
@@ -246,9 +247,10 @@ def input_spec(cfg: Mapping) -> dict[str, Any]:
     """What a model trained on this dataset reads from a raw table: the text column(s) and
     the categorical columns with their spelling fixes. Saved in bundles so serving and batch
     prediction take the dataset's own column names."""
+    cfg = section("data", cfg)
     return {"text_columns": _text_columns(cfg),
             "categorical": {c: dict(spec.get("normalize") or {}) for c, spec in _categorical_spec(cfg).items()},
-            "max_category_len": int(cfg.get("max_category_len") or 0)}
+            "max_category_len": cfg["max_category_len"]}
 
 
 def model_frame(raw: pd.DataFrame, spec: Mapping[str, Any], source: str = "input",
@@ -291,17 +293,15 @@ def model_frame(raw: pd.DataFrame, spec: Mapping[str, Any], source: str = "input
 
 def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     """Read one CSV and return the standard frame (id, text, label, categorical...)."""
-    path = Path(path)
+    path, cfg = Path(path), section("data", {"name": Path(path).name, "files": {}, **cfg})  # the file is ``path``
     text_cols = _text_columns(cfg)
     cats = _categorical_spec(cfg)
     needed = list(text_cols) + list(cats)
-    rule = cfg.get("label_rule")
+    rule = cfg["label_rule"]
     needed.append(parse_label_rule(rule)[0] if rule else cfg["label_column"])
-    id_cols = _as_list(cfg.get("id_column"))
+    id_cols = _as_list(cfg["id_column"])
     needed += id_cols
     frame = read_csv(path, list(dict.fromkeys(needed)))
-    if cfg.get("limit_rows"):
-        frame = frame.iloc[: int(cfg["limit_rows"])]
 
     out = model_frame(frame, input_spec(cfg), str(path))
     n_fixed = out.attrs["n_repaired"]
@@ -313,7 +313,7 @@ def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     missing = out["text"].isna().to_numpy()
     if missing.all():
         raise DataError(f"{path}: column {text_cols[0]!r} has no text in any row")
-    if missing.any() and cfg.get("missing_text", "impute") == "error":
+    if missing.any() and cfg["missing_text"] == "error":
         first = int(np.flatnonzero(missing)[0])
         raise DataError(f"{path}: column {text_cols[0]!r} {_row_ref(frame, first)}: text is missing "
                         f"({int(missing.sum())} such rows; set data.missing_text=impute to fill them)")
@@ -345,8 +345,8 @@ def _split(frame: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame, p
 
 
 def _checked_files(cfg: Mapping) -> dict[str, str]:
-    files = dict(cfg["files"])
-    policy = dict(cfg.get("split") or {}).get("policy", "stratified")
+    cfg = section("data", cfg)
+    files, policy = dict(cfg["files"]), cfg["split"]["policy"]
     keys = ("train", "test") if policy == "official" else ("all",)
     for k in keys:
         if k not in files:
@@ -367,37 +367,33 @@ def dataset_checksum(cfg: Mapping) -> str:
 
 def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
     """Load and split a dataset described by a ``conf/data/*.yaml`` config."""
-    split = dict(cfg.get("split") or {})
-    policy = split.get("policy", "stratified")
-    if policy not in ("official", "stratified"):
-        raise ConfigError(f"data.split.policy: unknown policy {policy!r} (official | stratified)")
+    cfg = section("data", cfg)
+    split = cfg["split"]
     files = _checked_files(cfg)
-    if policy == "official":
+    if split["policy"] == "official":
         train_full = load_frame(files["train"], cfg)
         test = load_frame(files["test"], cfg)
-        train, val = _split(train_full, float(split.get("val_frac", 0.1)), seed)
+        train, val = _split(train_full, split["val_frac"], seed)
     else:
         full = load_frame(files["all"], cfg)
-        rest, test = _split(full, float(split.get("test_frac", 0.2)), seed)
-        val_frac = float(split.get("val_frac", 0.1)) / (1 - float(split.get("test_frac", 0.2)))
-        train, val = _split(rest, val_frac, seed)
+        rest, test = _split(full, split["test_frac"], seed)
+        train, val = _split(rest, split["val_frac"] / (1 - split["test_frac"]), seed)
 
     for frame in (train, val, test):
         if frame["label"].nunique() < 2:
-            raise DataError(f"{cfg.get('name', 'data')}: a split holds only one class; "
+            raise DataError(f"{cfg['name']}: a split holds only one class; "
                             "the data needs both labels")
-    limit = cfg.get("limit")
-    if limit is not None:
-        train, val, test = (_stratified_take(f, int(limit), seed) for f in (train, val, test))
-    n_train = cfg.get("n_train")
+    if cfg["limit"] is not None:
+        train, val, test = (_stratified_take(f, cfg["limit"], seed) for f in (train, val, test))
+    n_train = cfg["n_train"]
     if n_train is not None:
-        if int(n_train) > len(train):
+        if n_train > len(train):
             raise ConfigError(f"data.n_train: {n_train} is not <= the {len(train)} reviews of the training split")
-        train = _stratified_take(train, int(n_train), seed, "data.n_train")
+        train = _stratified_take(train, n_train, seed, "data.n_train")
     cats = list(_categorical_spec(cfg))
     info = {"n_train": len(train), "n_val": len(val), "n_test": len(test),
             "pos_rate_train": float(train["label"].mean())}
-    return Dataset(name=str(cfg.get("name", "data")), train=train.reset_index(drop=True),
+    return Dataset(name=cfg["name"], train=train.reset_index(drop=True),
                    val=val.reset_index(drop=True), test=test.reset_index(drop=True),
                    categorical=cats, checksum=dataset_checksum(cfg), info=info)
 

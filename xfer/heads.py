@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .schema import section
 from .encode import classification_metrics
 
 
@@ -28,11 +29,12 @@ def tfidf_lr(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, cfg: Ma
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    cfg = section("heads", {"tfidf_lr": cfg})["tfidf_lr"]
     t0 = time.perf_counter()
     model = make_pipeline(
-        TfidfVectorizer(ngram_range=tuple(cfg.get("ngram_range", (1, 2))), min_df=int(cfg.get("min_df", 1)),
-                        sublinear_tf=bool(cfg.get("sublinear_tf", True)), strip_accents="unicode"),
-        LogisticRegression(C=float(cfg.get("C", 10.0)), max_iter=2000, random_state=seed))
+        TfidfVectorizer(ngram_range=tuple(cfg["ngram_range"]), min_df=cfg["min_df"], sublinear_tf=cfg["sublinear_tf"],
+                        strip_accents="unicode"),
+        LogisticRegression(C=cfg["C"], max_iter=2000, random_state=seed))
     model.fit(train["text"].fillna(""), train["label"])
     seconds = time.perf_counter() - t0
     out = {"train_seconds": seconds}
@@ -56,10 +58,10 @@ def catboost_embeddings(features: Mapping[str, np.ndarray], frames: Mapping[str,
     if len(frames["train"]) < 2:
         raise ConfigError("head catboost: needs at least two training examples")
     t0 = time.perf_counter()
-    model = CatBoostClassifier(iterations=int(cfg.get("iterations", 500)), depth=int(cfg.get("depth", 6)),
-                               learning_rate=cfg.get("learning_rate"), random_seed=seed, verbose=False,
-                               thread_count=int(cfg.get("thread_count", 2)), allow_writing_files=False,
-                               use_best_model=True, od_type="Iter", od_wait=int(cfg.get("od_wait", 50)))
+    cfg = section("heads", {"catboost": cfg})["catboost"]
+    model = CatBoostClassifier(iterations=cfg["iterations"], depth=cfg["depth"], learning_rate=cfg["learning_rate"],
+                               random_seed=seed, verbose=False, thread_count=cfg["thread_count"],
+                               allow_writing_files=False, use_best_model=True, od_type="Iter", od_wait=cfg["od_wait"])
     model.fit(pool("train"), eval_set=pool("val"))
     out = {"train_seconds": time.perf_counter() - t0, "best_iteration": float(model.get_best_iteration() or 0)}
     for split in ("val", "test"):

@@ -12,7 +12,7 @@ is added to the output's. It reads a third input, the review's n-gram bag.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -354,7 +354,7 @@ def featurize(ids: np.ndarray, vocab_size: int, buckets: int, ngrams: int = 2, u
 def bag_spec(model_cfg: Mapping) -> dict | None:
     """The n-gram branch's featurization (``model.ngrams``), or None without one."""
     cfg = section("model", model_cfg)["ngrams"]
-    return {"buckets": cfg["buckets"], "n": cfg["n"]} if cfg else None
+    return {"buckets": cfg["buckets"], "n": cfg["n"]} if cfg and cfg["buckets"] else None
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -409,7 +409,7 @@ def build_model(cfg: Mapping, vocab_size: int) -> TextClassifier:
     hidden = HiddenLayer(encoder.output_size, hid["size"], hid["dropout"], hid["activation"], prefix="hidden_")
     output = nn.Dense(cfg["output"]["size"], in_units=hidden.size, prefix="output_")
     ngrams = None
-    if cfg["ngrams"]:
+    if bag_spec(cfg):
         if cfg["output"]["size"] != 1:
             raise ConfigError("model.ngrams: the n-gram branch needs model.output.size 1 (binary labels)")
         ngrams = NgramBag(cfg["ngrams"]["buckets"], prefix="ngrams_")

@@ -128,15 +128,15 @@ def register_from_config(reg_cfg: Mapping | None, tracking_cfg: Mapping | None, 
                          **narrow) -> Registered | None:
     """The ``register`` config block (``name`` unset: do nothing). ``task`` keeps to runs of that
     task (a transfer sweep also holds the base it trained, scored on the base data)."""
-    reg_cfg = dict(reg_cfg or {})
-    if not reg_cfg.get("name") or not (tracking_cfg or {}).get("enabled", True):
+    from .schema import section
+
+    reg_cfg, tracking_cfg = section("register", reg_cfg), section("tracking", tracking_cfg)
+    if not reg_cfg["name"] or not tracking_cfg["enabled"]:
         return None
     if task:
         narrow["filter_string"] = f"tags.`xfer.task` = '{task}'"
-    tracking_cfg = dict(tracking_cfg or {})
-    result = register_best(str(reg_cfg["name"]), tracking_cfg.get("uri"), tracking_cfg.get("experiment", "xfer"),
-                           str(reg_cfg.get("metric", "test_roc_auc")), reg_cfg.get("alias") or None,
-                           bool(reg_cfg.get("force_alias", False)), **narrow)
+    result = register_best(reg_cfg["name"], tracking_cfg["uri"], tracking_cfg["experiment"], reg_cfg["metric"],
+                           reg_cfg["alias"] or None, reg_cfg["force_alias"], **narrow)
     log.info("%s", result)
     return result
 

@@ -179,7 +179,7 @@ class Output:
 
 @dataclass(kw_only=True)
 class Ngrams:
-    buckets: int = key(4194304, "hashed 1..n-gram buckets of the NBSVM branch", ge=1)
+    buckets: int = key(4194304, "hashed 1..n-gram buckets of the NBSVM branch (0: no branch)", ge=0)
     n: int = key(3, "longest n-gram", ge=1)
     lr_mult: float = key(2.5, "learning-rate multiplier of the branch", gt=0)
 
@@ -458,7 +458,7 @@ def _section(path: str, value: Any, cls: type) -> dict:
     out = {}
     for name, f in fields.items():
         here = _join(path, name)
-        if name in value:
+        if name in value and value[name] != "???":  # Hydra's mark of a mandatory value not given
             out[name] = _value(here, value[name], hints[name], f.metadata)
         elif f.default is not MISSING:
             out[name] = _value(here, f.default, hints[name], f.metadata)
@@ -546,7 +546,7 @@ def _check_data(d: Mapping, path: str) -> None:
         raise _fail(f"{path}.label_rule", d["label_rule"], "a rule like 'Rating >= 7'")
     need = ("train", "test") if d["split"]["policy"] == "official" else ("all",)
     for k in need:
-        if not d["files"].get(k):
+        if d["files"].get(k) in (None, "", "???"):
             raise ConfigError(f"{path}.files.{k}: missing required key (needed by split.policy={d['split']['policy']})")
     if d["split"]["policy"] == "stratified" and d["split"]["test_frac"] + d["split"]["val_frac"] >= 1:
         raise _fail(f"{path}.split.val_frac", d["split"]["val_frac"], f"< 1 - test_frac ({1 - d['split']['test_frac']:g})")

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .embed import layer_embeddings
+from .features import layer_embeddings
 from .models import bigram_buckets, build_model, initialize, set_param
 from .schema import WEIGHTLESS, section
 from .transforms import count_tokens, token_vocab, tokens_of

@@ -38,8 +38,10 @@ class SweepCallback(Callback):
         from .tracking import make_tracker
 
         register_configs()
-        tracking = OmegaConf.to_container(config.tracking, resolve=True)
-        if not tracking.get("enabled", True):
+        from .schema import section
+
+        tracking = section("tracking", OmegaConf.to_container(config.tracking, resolve=True))
+        if not tracking["enabled"]:
             if _on_ray(config):
                 init_ray(config, {})
             return

@@ -471,14 +471,14 @@ class CategoryImputer(_Stateless):
 
 def text_pipeline(cfg: Mapping | None = None) -> Pipeline:
     """The tutorial's four steps as a Pipeline, configured by ``conf/transforms/*.yaml``."""
-    cfg = dict(cfg or {})
-    steps = [("null_impute", NullImputer(fill_value=cfg.get("fill_value", "null")))]
-    if cfg.get("lowercase", True):
+    from .schema import section
+
+    cfg = section("transforms", cfg)
+    steps = [("null_impute", NullImputer(fill_value=cfg["fill_value"]))]
+    if cfg["lowercase"]:
         steps.append(("lower_case", LowerCaser()))
-    steps.append(("tokenize", Tokenize(split_pattern=cfg.get("split_pattern"),
-                                       strip_html=bool(cfg.get("strip_html", True)))))
-    steps.append(("token2index", Tok2Idx(min_freq=int(cfg.get("min_freq", 1)),
-                                         max_size=cfg.get("max_size"))))
+    steps.append(("tokenize", Tokenize(split_pattern=cfg["split_pattern"], strip_html=cfg["strip_html"])))
+    steps.append(("token2index", Tok2Idx(min_freq=cfg["min_freq"], max_size=cfg["max_size"])))
     return Pipeline(steps)
 
 

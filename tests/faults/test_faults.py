@@ -16,6 +16,9 @@ import pytest
 
 from xfer.data import data_dir
 
+
+pytestmark = pytest.mark.e2e
+
 QUICK = ["+experiment=imdb_base", "model=pool", "trainer.max_epochs=1", "model.encoder.bigram_buckets=1000",
          "trainer.progress=false", "tracking.log_model=false"]
 

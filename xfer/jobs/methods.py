@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from ..bundle import Bundle, fingerprint, save_bundle
 from ..data import Dataset, input_spec
-from ..embed import layer_embeddings
+from ..features import layer_embeddings
 from ..encode import context
 from ..freeze import make_schedule, set_lr_mult, trainable_report
 from ..heads import catboost_embeddings, tfidf_lr

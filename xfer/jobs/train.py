@@ -16,7 +16,7 @@ from ..data import Dataset, dataset_checksum, input_spec, load_dataset
 from ..encode import classification_metrics, context, encode_frame, predict_logits, sigmoid
 from ..errors import ConfigError
 from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
-from ..report import training_curve
+from ..plots import training_curve
 from ..schema import validate
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import fit, read_checkpoint_state, seed_everything

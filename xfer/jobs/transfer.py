@@ -22,9 +22,9 @@ import pandas as pd
 from .. import __version__
 from ..bundle import Bundle, load_bundle
 from ..data import Dataset, dataset_checksum, load_dataset, load_frame
-from ..embed import layer_embeddings, tsne_plot
+from ..features import layer_embeddings, tsne_plot
 from ..encode import encode_frame
-from ..report import markdown_table
+from ..plots import markdown_table
 from ..schema import validate
 from ..surgery import target_architecture
 from ..tracking import NullTracker, flatten, resolve_bundle, tracked_run

@@ -1,0 +1,73 @@
+"""What several test modules share: running the CLI in a fresh directory, listing the runs of a
+store, a free port, waiting for a server, and the overrides of a quick job."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PY = sys.executable
+BIN = str(Path(sys.executable).parent)
+#: a job of seconds: the fastText-style model on 300 IMDB reviews per split, one epoch
+QUICK = ["+experiment=imdb_base", "model=pool", "data.limit=300", "trainer.max_epochs=1",
+         "model.encoder.bigram_buckets=1000", "trainer.progress=false"]
+
+
+def cli_env(**extra: str) -> dict:
+    """The environment of a CLI subprocess: this venv's tools first on PATH, no progress bars."""
+    return {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **extra}
+
+
+def run_cli(cwd: Path, *overrides: str, multirun: bool = False, timeout: int = 600, wait: bool = True):
+    """``python -m xfer.run`` in ``cwd`` with the store ``cwd/mlflow.db``."""
+    cmd = [PY, "-m", "xfer.run", *(["-m"] if multirun else []), f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}",
+           *overrides]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=cli_env())
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=cli_env())
+
+
+def list_runs(cwd: Path, filter_string: str = "") -> list:
+    """Every run of the store ``cwd/mlflow.db`` (none if there is no store)."""
+    import mlflow
+
+    db = cwd / "mlflow.db"
+    if not db.exists():
+        return []
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exps = client.search_experiments()
+    return client.search_runs([e.experiment_id for e in exps], filter_string) if exps else []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen | None = None, seconds: float = 120) -> None:
+    """Until ``url`` answers 200; fails early with the server's output if it exits."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise AssertionError(f"server exited: {out[-3000:]}")
+            time.sleep(0.5)
+    raise AssertionError(f"{url}: no answer within {seconds} s")
+
+#: a small transfer job: a pool-model base on 400 IMDB reviews per split (one epoch), relearnt on
+#: the hotel sample for two epochs; the target network is the base's, so both name the model
+TRANSFER_QUICK = ["+experiment=hotel_transfer", "model@base.model=pool", "model=pool", "base.data.limit=400",
+                  "base.trainer.max_epochs=1", "base.trainer.progress=false", "base.model.encoder.bigram_buckets=5000",
+                  "model.encoder.bigram_buckets=5000", "trainer.max_epochs=2", "trainer.progress=false"]
