@@ -51,7 +51,8 @@ BAD_DATA = [
 
 @pytest.mark.parametrize("overrides,message", BAD + BAD_DATA, ids=[" ".join(o) for o, _ in BAD + BAD_DATA])
 def test_bad_input_exits_2_with_one_line_and_no_run(tmp_path, overrides, message):
-    proc = run_cli(tmp_path, *with_experiment(overrides), "trainer.progress=false")
+    overrides = with_experiment(overrides)
+    proc = run_cli(tmp_path, overrides[0], "trainer.progress=false", *overrides[1:])
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]

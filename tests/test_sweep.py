@@ -36,7 +36,7 @@ def test_four_jobs_on_two_workers_are_children_of_one_parent(tmp_path):
 def test_a_failing_job_does_not_stop_the_others_and_fails_the_parent(tmp_path):
     proc = _sweep(tmp_path, "data.limit=150,-5,100")
     assert proc.returncode != 0
-    assert "error: data.limit: -5 rows requested; it must be a positive number" in proc.stderr
+    assert "error: data.limit: -5 is not an integer >= 1" in proc.stderr
     runs = _runs(tmp_path)
     [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
     assert parent.info.status == "FAILED"

@@ -195,3 +195,33 @@ def test_transfer_experiments_find_the_imdb_base_run(experiment):
     # the base stage's do
     assert fp(f"+experiment={experiment}", "base.optimizer.lr=0.01") != base
     assert fp(f"+experiment={experiment}", "base.trainer.max_epochs=2") != base
+
+
+def test_transfer_job_reuses_its_base_and_the_controls_in_process(tmp_path):
+    """Two transfer jobs that differ only in what the controls do not depend on (the schedule):
+    the second reuses the base and every control's finished run; a change they depend on does not."""
+    from conftest import need_data
+    from xfer.config import compose_config
+    from xfer.jobs import run_task
+    from xfer.tracking import MlflowTracker
+
+    need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    quick = [*TRANSFER_QUICK, "base.data.limit=200", "transfer.repeats=1", "transfer.tsne.enabled=false",
+             "heads.catboost.iterations=10", "tracking.log_model=false", "transfer.save_bundle=false",
+             f"tracking.uri={uri}", "base.trainer.checkpoint=false", "trainer.max_epochs=1"]
+
+    def job(*overrides):
+        return run_task(compose_config([*quick, *overrides]), tmp_path / str(len(overrides)), MlflowTracker(uri))
+
+    first, second = job(), job("schedule=frozen")
+    assert first["base"]["source"] == "trained" and second["base"]["source"] == "reused"
+    assert not any(r["reused"] for r in first["records"])
+    again = {r["method"]: r for r in second["records"] if r["reused"]}
+    assert set(again) == {"scratch", "catboost_embeddings", "tfidf_lr"}
+    for r in first["records"]:
+        if r["method"] in again:  # the same run, the same figures
+            assert again[r["method"]]["run_id"] == r["run_id"]
+            assert again[r["method"]]["test_roc_auc"] == pytest.approx(r["test_roc_auc"], abs=1e-12)
+    third = job("schedule=frozen", "heads.tfidf_lr.C=1.0")
+    assert {r["method"] for r in third["records"] if r["reused"]} == {"scratch", "catboost_embeddings"}

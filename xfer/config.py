@@ -7,7 +7,9 @@ generated nodes, so Hydra knows every key (``trainer.max_epochs=2`` overrides wi
 and the schema stays the only place that holds a default:
 
 - ``xfer_stage_base``: ``seed`` and ``trainer``, included by every ``stage/*.yaml``;
-- ``xfer_job_base``: the job-level sections (task, resume, tracking, register, transfer).
+- ``xfer_job_base``: the job-level sections (task, resume, tracking, register, transfer);
+- ``xfer_data_base``: every optional key of a data config, under each stage's ``data``, so a
+  user's own data config needs only its required keys and still takes ``data.limit=...``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,15 @@ def job_defaults() -> dict:
     """The job-level keys that no config group sets, with the schema's defaults."""
     return {"task": "train", "resume": None, "tracking": schema.section("tracking", {}),
             "register": schema.section("register", {}), "transfer": schema.section("transfer", {}), "base": None}
+
+
+def data_defaults() -> dict:
+    """The data keys that have a default (the required ones come from the chosen data config)."""
+    import dataclasses
+
+    return {f.name: schema.section("data", {"name": "x", "files": {}, "text_column": "x"})[f.name]
+            for f in dataclasses.fields(schema.Data) if f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING}
 
 
 def stage_defaults() -> dict:
@@ -37,6 +48,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="xfer_job_base", node=job_defaults())
     cs.store(name="xfer_stage_base", node=stage_defaults())
+    cs.store(name="xfer_data_base", node=data_defaults())
 
 
 

@@ -223,7 +223,7 @@ class Data:
     negative: Any = key(None, "label value(s) meaning negative (null: everything else is an error)")
     label_rule: Optional[str] = key(None, "derive the label from a numeric column, e.g. 'Rating >= 7'")
     id_column: Any = key(None, "id column(s) (null: file:row)")
-    categorical: Any = key([], "categorical columns (list, or mapping column -> {normalize: {...}})")
+    categorical: Any = key(None, "categorical columns: a list, or a mapping column -> {normalize: {...}} (null: none)")
     max_category_len: int = key(0, "a longer categorical value is text that spilled over (0: off)", ge=0)
     missing_text: str = key("impute", "rows without text", choices=("impute", "error"))
     split: Split = key(Split(), "how train/validation/test are made")

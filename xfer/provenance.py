@@ -1,0 +1,67 @@
+"""Where a result came from: git commit (and whether the tree was dirty), date, machine, Python
+and key package versions, the exact command. Every results JSON under ``experiments/`` carries it."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGES = ("mxnet", "gluonnlp", "numpy", "scikit-learn", "pandas", "hydra-core", "mlflow", "catboost")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    mem = None
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024  # MemTotal, kB -> MB
+    except (OSError, IndexError, ValueError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu_model(), "cores": cores, "memory_mb": mem, "arch": platform.machine(),
+            "os": platform.platform(terse=True)}
+
+
+def command(argv: list[str] | None = None) -> str:
+    """The command as a user re-runs it from the project root (no absolute paths of this machine)."""
+    argv = list(sys.argv if argv is None else argv)
+    script = argv[0]
+    try:
+        script = str(Path(script).resolve().relative_to(ROOT))
+    except ValueError:
+        script = Path(script).name
+    return " ".join(["python", script, *argv[1:]])
+
+
+def provenance(argv: list[str] | None = None) -> dict:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+            "python": platform.python_version(), "packages": versions, "command": command(argv)}
