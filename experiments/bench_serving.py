@@ -30,6 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from xfer.provenance import cpu_model  # noqa: E402
 from xfer.data import data_dir  # noqa: E402
 
 # runs predict in a child and prints the child's peak RSS (KiB) as the last line
@@ -38,16 +39,6 @@ WRAP = ("import resource, subprocess, sys\n"
         "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "sys.exit(p.returncode)\n")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def free_port() -> int:
@@ -175,7 +166,7 @@ def main() -> None:
            "latency_p50_ms": results["server"]["latency_p50_ms"],
            "latency_p99_ms": results["server"]["latency_p99_ms"], **results,
            "command": "python " + " ".join([f"experiments/{Path(__file__).name}", *sys.argv[1:]]),
-           "machine": {"cpus": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version(),
+           "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                        "date": time.strftime("%Y-%m-%d")}}
     dest = ROOT / "experiments" / "results" / f"serving_{args.name}.json"
     dest.write_text(json.dumps(out, indent=2))

@@ -117,3 +117,19 @@ def test_cnn_parameters_can_be_set_after_inference(tmp_path):
     fresh = initialize(build_model(cfg, 50), 1)
     restore(fresh, mx.nd.load(str(tmp_path / "net.params")))
     np.testing.assert_allclose(predict_proba(fresh, seqs), before, rtol=1e-6)
+
+
+def test_a_hybridized_cnn_leaves_no_input_unused():
+    """MXNet warns about a hybridized block input that no computation reads: the CNN encoder
+    reads no valid lengths, so the classifier does not hand them to it."""
+    import warnings
+
+    import mxnet as mx
+
+    net = initialize(build_model({"embedding": {"size": 16}, "encoder": {"type": "cnn", "filters": 16}}, 50), 0)
+    net.hybridize(static_alloc=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = net(mx.nd.array([[2, 3, 4, 0]]), mx.nd.array([3]))
+    assert out.shape == (1, 1)
+    assert not [w for w in caught if "not used" in str(w.message)], [str(w.message) for w in caught]

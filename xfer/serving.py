@@ -52,7 +52,10 @@ class XferModel(PythonModel):
         self.max_text_chars = int(cfg.get("max_text_chars", MAX_TEXT_CHARS))
         self.batch_size = int(cfg.get("batch_size", 256))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Raw reviews in the training data's columns -> ``probability`` and ``label``. (The
+        DataFrame type hint tells MLflow the input is a table: its own signature, logged with
+        the model, still describes the columns; the checks are the bundle's own.)"""
         from mlflow.exceptions import MlflowException
 
         from .errors import XferError
