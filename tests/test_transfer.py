@@ -169,7 +169,11 @@ def test_probe_init_fits_the_fresh_head(base, imdb_slice):
     # the network's own output now is that logistic regression on its hidden layer
     p = predict_proba(base.net, seqs)
     assert classification_metrics(y, p)["accuracy"] == pytest.approx(acc, abs=1e-9)
-    assert acc > 0.5  # random base features: weak, but the probe is better than chance
+    # ... and that regression is the one sklearn fits on the hidden layer's outputs
+    from sklearn.linear_model import LogisticRegression
+
+    feats = layer_embeddings(base.net, seqs, "hidden")
+    assert LogisticRegression(C=10.0, max_iter=2000, random_state=0).fit(feats, y).score(feats, y) == acc
 
 
 @pytest.mark.parametrize("experiment", ["hotel_transfer", "hotel_delhi_transfer"])
