@@ -49,6 +49,7 @@ def render(record: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
+    prov = provenance()  # before this script writes into the tree
     with tempfile.TemporaryDirectory(prefix="xfer-hotel-") as tmp:
         cfg = validate(compose_config(["+experiment=hotel_transfer", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
                                        "trainer.progress=false", "base.trainer.progress=false", *argv]))
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> None:
                 shutil.copy(png, HERE / f"{NAME}_tsne_{tag}.png")
         base_metrics = json.loads(next((Path(tmp) / "out" / "base").glob("metrics.json")).read_text()) \
             if (Path(tmp) / "out" / "base" / "metrics.json").exists() else {}
-        record = {**provenance(), "wall_seconds": wall, "config": cfg,
+        record = {**prov, "wall_seconds": wall, "config": cfg,
                   "base": {k: v for k, v in result["base"].items() if k != "run_id"},
                   "base_test_accuracy": base_metrics.get("test_accuracy", float("nan")),
                   "note": f"{cfg['transfer']['repeats']} seeded stratified splits of the 499-row sample; mean and std "

@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "imdb_base.json"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    prov = provenance()  # before this script writes into the tree
     runs = []
     for enc in args.encoders:
         for seed in args.seeds:
@@ -67,7 +68,7 @@ def main() -> None:
         summary[enc] = {"seeds": len(acc), "test_accuracy_mean": statistics.mean(acc),
                         "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
                         "train_seconds_max": max(r["train_seconds"] for r in runs if r["encoder"] == enc)}
-    record = {**provenance(), "data": "IMDB official split: 22,500 train / 2,500 validation (seeded) / 25,000 test",
+    record = {**prov, "data": "IMDB official split: 22,500 train / 2,500 validation (seeded) / 25,000 test",
               "summary": summary, "runs": runs}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
 
