@@ -136,12 +136,25 @@ class MlflowTracker(NullTracker):
                     exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
                 else:
                     exp_id = exp.experiment_id
-                    # a write before any work: a read-only or broken store fails here, not after training
-                    self.client.set_experiment_tag(exp_id, "xfer.last_job_started", str(int(time.time())))
+                self._probe_write(exp_id)
         except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy/OS errors all mean "unusable store"
             raise store_error(self.uri, e) from None
         self.experiment_id = exp_id
         self.experiment = experiment
+
+    def _probe_write(self, exp_id: str) -> None:
+        """A write before any work, so a read-only or broken store fails here, not after training.
+        The tag row is first created by whoever creates the experiment (a sweep's parent creates
+        it before its workers start); two processes inserting it at once collide on sqlite's
+        UNIQUE constraint, and the second one's update then goes through."""
+        for attempt in range(3):
+            try:
+                self.client.set_experiment_tag(exp_id, "xfer.last_job_started", str(int(time.time())))
+                return
+            except Exception as e:  # noqa: BLE001
+                if "UNIQUE constraint" not in str(e) or attempt == 2:
+                    raise
+                time.sleep(0.2)
 
     @property
     def location(self) -> str:

@@ -324,7 +324,9 @@ def train_epoch(state: FitState, loss_fn, clip: float) -> dict[str, float]:
                                      seed=state.seed * 1000 + state.epoch, ctx=state.ctx):
         with autograd.record():
             out = net(*inputs)
-            loss = sum(loss_fn(out[:, c], y) for c in columns)  # each branch fits the labels on its own
+            loss = loss_fn(out[:, columns[0]], y)
+            for c in columns[1:]:  # a network with branches: each fits the labels on its own
+                loss = loss + loss_fn(out[:, c], y)
         loss.backward()
         if clip:
             clip_gradients(state.trainer, clip)
