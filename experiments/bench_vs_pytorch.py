@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import pickle
-import platform
 import statistics
 import subprocess
 import sys
@@ -167,6 +166,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
+    from xfer.provenance import provenance
+
+    prov = provenance()  # before this script writes into the tree
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MXNET_SUBGRAPH_VERBOSE": "0"}
     results = {}
     work = Path(tempfile.mkdtemp(prefix="bench_torch_"))
@@ -189,11 +191,10 @@ def main() -> None:
                           "speed_ratio_vs_pytorch": med["xfer"] / med["pytorch"], "runs": runs,
                           "examples_per_run": n}
         print(model, f"ratio {results[model]['speed_ratio_vs_pytorch']:.2f}", flush=True)
-    out = {"command": "python experiments/bench_vs_pytorch.py " + " ".join(sys.argv[1:]),
+    out = {**prov, "torch": runs["pytorch"][0].get("torch"),
            "setup": {"max_len": MAX_LEN, "batch_size": BATCH, "threads": 2, "optimizer": "Adam lr 0.002, sparse "
                      "embedding (lazy Adam / SparseAdam), global-norm clip 5", "rounds": args.rounds},
-           "models": results,
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
+           "models": results}
     dest = ROOT / "experiments" / "results" / f"{args.out}.json"
     dest.write_text(json.dumps(out, indent=2))
     print(dest)
