@@ -6,7 +6,10 @@ method on 5 seeded splits of the 499 reviews).
 
 Writes experiments/results/hotel_transfer_sample.json (provenance, resolved config, per-split
 records, summary; metric names as in MLflow), experiments/hotel_transfer_sample.md (generated
-from that JSON) and the job's t-SNE maps.
+from that JSON) and the job's t-SNE maps. It also measures what the job left on disk: MLflow
+artifacts per base run and per transfer child run (`artifact_mb_per_base_run`,
+`artifact_mb_per_transfer_run`, logged models included) and the job's output directory
+(`outputs_mb`). `--name` writes the files under another name (a trial run).
 """
 from __future__ import annotations
 
@@ -37,6 +40,29 @@ def portable(obj, tmp: str):
     return json.loads(text)
 
 
+def _mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20 if path.exists() else 0.0
+
+
+def disk_use(tmp: Path) -> dict:
+    """MB of MLflow artifacts per run (its own artifacts plus the logged model it owns) and of the
+    job's output directory."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    sizes = []
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        mb = _mb(Path(run.info.artifact_uri.removeprefix("file://")))
+        model = run.data.tags.get("xfer.model_uri")
+        if model:
+            location = client.get_logged_model(model.removeprefix("models:/")).artifact_location
+            mb += _mb(Path(location.removeprefix("file://")))
+        sizes.append((run.data.tags.get("xfer.task"), run.data.tags.get("xfer.method") or "", mb))
+    return {"artifact_mb_per_base_run": max((mb for task, _, mb in sizes if task == "train"), default=0.0),
+            "artifact_mb_per_transfer_run": max((mb for _, m, mb in sizes if m.startswith("transfer_")), default=0.0),
+            "artifact_mb_all_runs": sum(mb for *_, mb in sizes), "outputs_mb": _mb(tmp / "out")}
+
+
 def render(record: dict) -> str:
     """The markdown page of a record (generated, never edited by hand)."""
     m, prov = record["machine"], record
@@ -44,14 +70,21 @@ def render(record: dict) -> str:
             f"Generated from [`results/{NAME}.json`](results/{NAME}.json) by `{record['command']}`.\n\n"
             f"Commit {prov['commit'][:12]}{' (dirty tree)' if prov['dirty'] else ''}, {prov['date']}, "
             f"{m['cpu']}, {m['cores']} cores. Wall time {record['wall_seconds']:.0f} s, base: "
-            f"{record['base']['source']} (IMDB test accuracy {record['base_test_accuracy']:.4f}).\n\n"
+            f"{record['base']['source']} (IMDB test accuracy {record['base_test_accuracy']:.4f}). Disk: "
+            f"{record['artifact_mb_per_base_run']:.0f} MB for the base run, {record['artifact_mb_per_transfer_run']:.0f} "
+            f"MB per transfer run, {record['artifact_mb_all_runs']:.0f} MB for all runs of the job, "
+            f"{record['outputs_mb']:.1f} MB left in its output directory.\n\n"
             f"{record['note']}\n\n" + markdown_table(record["summary"], COLUMNS))
 
 
 def main(argv: list[str]) -> None:
+    global NAME
+    if argv[:1] == ["--name"]:
+        NAME, argv = argv[1], argv[2:]
     prov = provenance()  # before this script writes into the tree
     with tempfile.TemporaryDirectory(prefix="xfer-hotel-") as tmp:
         cfg = validate(compose_config(["+experiment=hotel_transfer", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+                                       f"tracking.artifact_location={tmp}/artifacts",
                                        "trainer.progress=false", "base.trainer.progress=false", *argv]))
         t0 = time.perf_counter()
         result = run_task(cfg, Path(tmp) / "out", make_tracker(cfg["tracking"]))
@@ -62,7 +95,7 @@ def main(argv: list[str]) -> None:
                 shutil.copy(png, HERE / f"{NAME}_tsne_{tag}.png")
         base_metrics = json.loads(next((Path(tmp) / "out" / "base").glob("metrics.json")).read_text()) \
             if (Path(tmp) / "out" / "base" / "metrics.json").exists() else {}
-        record = {**prov, "wall_seconds": wall, "config": cfg,
+        record = {**prov, "wall_seconds": wall, "config": cfg, **disk_use(Path(tmp)),
                   "base": {k: v for k, v in result["base"].items() if k != "run_id"},
                   "base_test_accuracy": base_metrics.get("test_accuracy", float("nan")),
                   "note": f"{cfg['transfer']['repeats']} seeded stratified splits of the 499-row sample; mean and std "

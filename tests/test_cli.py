@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 def test_imdb_base_smoke(tmp_path):
     proc = run_cli(tmp_path, *QUICK)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "run_id=" in proc.stderr + proc.stdout and "bundle:" in proc.stderr + proc.stdout
+    assert "run_id=" in proc.stderr + proc.stdout and "model: models:/" in proc.stderr + proc.stdout
     [run] = list_runs(tmp_path)
     assert run.info.status == "FINISHED"
     m = run.data.metrics
@@ -27,14 +27,15 @@ def test_imdb_base_smoke(tmp_path):
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"bundle", "config.yaml", "training_curve.png", "metrics.json"} <= top
-    inside = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
-    assert {"bundle/net.params", "bundle/model.json", "bundle/preprocessor.joblib", "bundle/meta.json"} <= inside
-    # the bundle in the hydra output dir loads and predicts
-    from xfer.bundle import load_bundle
+    assert {"config.yaml", "training_curve.png", "metrics.json"} <= top
+    # one copy of the network: inside the logged pyfunc model; no checkpoints once finished, and
+    # no second copy in the output directory
+    assert "bundle" not in top and "checkpoint" not in top
+    assert not list(tmp_path.glob("outputs/*/*/bundle")) and not list(tmp_path.glob("outputs/*/*/checkpoint"))
+    from xfer.tracking import resolve_bundle
 
-    [bundle] = list(tmp_path.glob("outputs/*/*/bundle"))
-    b = load_bundle(bundle)
+    b = resolve_bundle(run.info.run_id, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert {"net.params", "model.json", "preprocessor.joblib", "meta.json"} <= {p.name for p in b.path.iterdir()}
     p = b.predict_proba(["A wonderful, moving film.", "Dull and far too long."])
     assert p.shape == (2,) and ((p > 0) & (p < 1)).all()
 

@@ -20,7 +20,7 @@ from helpers import free_port
 
 pytestmark = pytest.mark.e2e
 
-QUICK = ["+experiment=imdb_base", "model=pool", "data.limit=400", "trainer.max_epochs=2",
+QUICK = ["+experiment=imdb_base", "model=pool", "data.limit=400", "trainer.max_epochs=2", "tracking.keep_outputs=true",
          "model.encoder.bigram_buckets=2000", "trainer.progress=false"]
 NAME = "imdb-test"
 BIN = str(Path(sys.executable).parent)

@@ -128,8 +128,13 @@ def test_hotel_transfer_end_to_end_reuses_the_base_and_the_controls(tmp_path):
     arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"comparison.md", "comparison.csv", "tsne_base.png", "tsne_transferred.png"} <= arts
     assert 0 < parents[0].data.metrics["oov_rate"] < 0.5
-    # embeddings CLI on the transferred bundle
-    [bundle] = list(tmp_path.glob("outputs/*/*/transfer_frozen-s0/bundle"))
+    # embeddings CLI on the transferred bundle, named by its run id (the network is inside the run's
+    # pyfunc model; the output directory keeps no second copy)
+    assert not list(tmp_path.glob("outputs/*/*/transfer_frozen-s0/bundle"))
+    [frozen] = [r for r in children if r.data.tags["xfer.method"] == "transfer_frozen" and r.data.tags["xfer.seed"] == "0"]
+    from xfer.tracking import resolve_bundle
+
+    bundle = resolve_bundle(frozen.info.run_id, f"sqlite:///{tmp_path / 'mlflow.db'}").path
     # the transferred model (also logged as a pyfunc model) reads the hotel data's own columns
     from xfer.bundle import load_bundle
     from xfer.data import data_dir

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from .errors import ConfigError, XferError, cli_main
+from .tracking import MODEL_TAG
 
 log = logging.getLogger(__name__)
 
-MODEL_TAG = "xfer.model_uri"
 NOTE_METRICS = ("test_roc_auc", "test_accuracy", "test_f1", "test_log_loss", "train_seconds")
 
 

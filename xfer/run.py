@@ -49,7 +49,7 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
             result["registered"] = str(registered)
     log.info("run: %s", tracker.location)
     log.info("artifacts: %s", getattr(tracker, "artifact_uri", None) or out_dir)
-    for key in ("bundle", "comparison"):
+    for key in ("bundle", "model", "comparison"):
         if result.get(key):
             log.info("%s: %s", key, result[key])
     return result

@@ -295,7 +295,9 @@ class Tracking:
     experiment: str = key("xfer", "MLflow experiment")
     artifact_location: Optional[str] = key(None, "artifact root of a new experiment (null: MLflow's)")
     run_name: Optional[str] = key(None, "run name (null: <data>-<model>)")
-    log_model: bool = key(True, "log every trained network as an mlflow.pyfunc model")
+    log_model: bool = key(True, "log every trained network as an mlflow.pyfunc model (which then holds its bundle)")
+    keep_outputs: bool = key(False, "keep local copies of logged bundles and checkpoints in the job's output "
+                                    "directory after it finishes (tracking disabled: always kept)")
 
 
 @dataclass(kw_only=True)

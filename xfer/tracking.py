@@ -19,6 +19,8 @@ from .errors import BundleError, ConfigError, XferError
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+#: the tag naming a run's logged pyfunc model (which holds the run's bundle)
+MODEL_TAG = "xfer.model_uri"
 MAX_PARAM_LEN = 6000
 
 
@@ -42,6 +44,9 @@ def tracking_uri(cfg_uri: str | None = None) -> str:
 class NullTracker:
     """Keeps everything in memory; used by tests and when ``tracking.enabled=false``."""
 
+    #: whether what is logged outlives the process (an MLflow store does)
+    persistent = False
+
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.metrics: dict[str, list[tuple[int | None, float]]] = {}
@@ -53,6 +58,8 @@ class NullTracker:
         self.default_parent: str | None = None
         self.default_tags: dict[str, str] = {}
         self.resumed = False
+        #: the URI of the pyfunc model logged by this run (``log_model``), if any
+        self.model_uri: str | None = None
 
     @property
     def location(self) -> str:
@@ -110,6 +117,24 @@ class NullTracker:
     def download_artifacts(self, run_id: str, path: str) -> str:
         raise KeyError(run_id)
 
+    def delete_artifacts(self, path: str) -> None:
+        """Remove ``path`` (a file or directory) from the current run's artifacts."""
+        self.artifacts = [a for a in self.artifacts if not (a[1] or "").startswith(path)]
+
+    def run_status(self, run_id: str) -> str | None:
+        """FINISHED / RUNNING / FAILED / KILLED of another run of the store (None if unknown)."""
+        return None
+
+    def download_bundle(self, run_id: str) -> str:
+        """A local directory holding the bundle of a run: the bundle inside its logged pyfunc
+        model (``xfer.model_uri``), or its ``bundle`` artifact (runs logged without a model)."""
+        from .bundle import bundle_dir_of
+
+        uri = self.get_tags(run_id).get(MODEL_TAG)
+        if uri:
+            return str(bundle_dir_of(download_artifacts(uri, getattr(self, "uri", None))))
+        return self.download_artifacts(run_id, "bundle")
+
     def log_model(self, bundle, example=None, name: str = "model") -> str | None:
         """Log a saved :class:`~xfer.bundle.Bundle` as an ``mlflow.pyfunc`` model of the current run
         (see xfer.serving)."""
@@ -119,6 +144,8 @@ class NullTracker:
 
 class MlflowTracker(NullTracker):
     """One MLflow run per job in ``experiment`` at ``uri``."""
+
+    persistent = True
 
     def __init__(self, uri: str | None = None, experiment: str = "xfer",
                  artifact_location: str | None = None) -> None:
@@ -249,6 +276,19 @@ class MlflowTracker(NullTracker):
     def download_artifacts(self, run_id: str, path: str) -> str:
         return self.client.download_artifacts(run_id, path)
 
+    def delete_artifacts(self, path: str) -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(self.artifact_uri).delete_artifacts(path)
+
+    def run_status(self, run_id: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.status
+        except MlflowException:
+            return None
+
     def log_model(self, bundle, example=None, name: str = "model") -> str:
         """Log the bundle as a pyfunc model linked to this run; returns its ``runs:/`` URI."""
         from mlflow.models import Model
@@ -259,7 +299,8 @@ class MlflowTracker(NullTracker):
         self._mlflow.set_experiment(experiment_id=self.experiment_id)
         info = Model.log(artifact_path=None, name=name, flavor=self._mlflow.pyfunc, run_id=self.run_id,
                          **model_kwargs(bundle, example))
-        self.client.set_tag(self.run_id, "xfer.model_uri", info.model_uri)
+        self.client.set_tag(self.run_id, MODEL_TAG, info.model_uri)
+        self.model_uri = info.model_uri
         return f"runs:/{self.run_id}/{name}"
 
     def find_runs(self, filter_string: str) -> list[dict]:
@@ -313,11 +354,22 @@ def resolve_bundle(ref: str, tracking_uri: str | None = None, ctx=None):
     if p.exists():
         return load_bundle(bundle_dir_of(p), ctx)
     m = re.fullmatch(r"(?:runs:/)?([0-9a-f]{32})(?:/(bundle|model))?/?", ref)
-    if m:  # a run's own bundle artifact (the pyfunc model holds the same files)
-        ref = f"runs:/{m.group(1)}/bundle"
+    if m:  # a run's bundle: inside its logged pyfunc model, or its own artifact
+        ref = _run_bundle_uri(m.group(1), tracking_uri)
     elif not ref.startswith(("runs:/", "models:/")):
         raise BundleError(f"{ref}: no such bundle directory, model directory or MLflow run/model URI")
     return load_bundle(bundle_dir_of(download_artifacts(ref, tracking_uri)), ctx)
+
+
+def _run_bundle_uri(run_id: str, uri: str | None) -> str:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = mlflow.MlflowClient(tracking_uri(uri)).get_run(run_id).data.tags
+    except MlflowException:
+        raise BundleError(f"{run_id}: no such MLflow run in {tracking_uri(uri)}") from None
+    return tags.get(MODEL_TAG) or f"runs:/{run_id}/bundle"
 
 
 def make_tracker(cfg: Mapping | None) -> NullTracker:

@@ -26,7 +26,7 @@ from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
 from .stages import reuse_or_run
-from .train import RUNTIME_KEYS, encode_splits, fit_and_test, label_names
+from .train import RUNTIME_KEYS, encode_splits, fit_and_test, label_names, log_bundle, tidy_outputs
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,8 @@ def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, s
                        truncate=cfg["trainer"]["truncate"],
                        meta={"base": split.base.meta.get("fingerprint"), "metrics": metrics, "seed": split.seed,
                              "schedule": sched, "data": split.ds.name, "inputs": input_spec(cfg["data"])})
-    run.log_artifacts(path, "bundle")
-    if cfg["tracking"]["log_model"]:
-        run.log_model(Bundle.in_hand(path, net, pre), split.ds.test)
+    log_bundle(cfg, run, Bundle.in_hand(path, net, pre), split.ds.test)
+    tidy_outputs(cfg, run, path)
 
 
 def _scratch(split: Split, run: NullTracker) -> tuple[dict, Any]:

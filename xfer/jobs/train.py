@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,6 +92,8 @@ def find_checkpoint(tracker: NullTracker, run_id: str, fp: str) -> Path:
     if tags.get("xfer.fingerprint") != fp:
         raise ConfigError(f"resume: run {run_id} trained another configuration (fingerprint "
                           f"{tags.get('xfer.fingerprint', '?')[:12]}, this job {fp[:12]})")
+    if tracker.run_status(run_id) == "FINISHED":
+        raise ConfigError(f"resume: run {run_id} already finished")
     best: tuple[int, Path] | None = None
     for slot in CHECKPOINT_SLOTS:
         try:
@@ -138,7 +141,24 @@ def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:
                         **{f"params.{k}": v for k, v in layer_param_counts(job["net"]).items()}})
 
 
-def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mapping, final: dict, res) -> Path:
+def log_bundle(cfg: Mapping, tracker: NullTracker, bundle: Bundle, example) -> None:
+    """The run keeps one copy of its network: inside its pyfunc model, or (``tracking.log_model``
+    off) as the ``bundle`` artifact."""
+    if cfg["tracking"]["log_model"]:
+        tracker.log_model(bundle, example)
+    else:
+        tracker.log_artifacts(bundle.path, "bundle")
+
+
+def tidy_outputs(cfg: Mapping, tracker: NullTracker, *paths: Path) -> None:
+    """After a tracked job finished: drop the local copies of what MLflow now holds (bundles,
+    checkpoints) unless ``tracking.keep_outputs``; without tracking they are the only copy."""
+    if tracker.persistent and not cfg["tracking"]["keep_outputs"]:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mapping, final: dict, res) -> Bundle:
     ds = job["ds"]
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = save_bundle(out_dir / "bundle", job["net"], job["pre"], cfg["model"], job["vocab"],
@@ -148,12 +168,11 @@ def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mappin
                                "metrics": final, "seed": cfg["seed"], "inputs": input_spec(cfg["data"])})
     curve = training_curve(res.history, out_dir / "training_curve.png", f"{ds.name} / {cfg['model']['name']}")
     (out_dir / "metrics.json").write_text(json.dumps(final, indent=2))
-    tracker.log_artifacts(bundle, "bundle")
-    if cfg["tracking"]["log_model"]:
-        tracker.log_model(Bundle.in_hand(bundle, job["net"], job["pre"]), ds.test)
+    in_hand = Bundle.in_hand(bundle, job["net"], job["pre"])
+    log_bundle(cfg, tracker, in_hand, ds.test)
     tracker.log_artifact(curve)
     tracker.log_artifact(out_dir / "metrics.json")
-    return bundle
+    return in_hand
 
 
 def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
@@ -180,6 +199,10 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
         final["preprocess_seconds"] = job["prep_seconds"]
         tracker.log_metrics(final)
         bundle = _save_outputs(cfg, out_dir, tracker, job, final, res)
+        if cfg["trainer"]["checkpoint"]:  # kept while the run could be resumed; a finished run needs none
+            tracker.delete_artifacts("checkpoint")
+    tidy_outputs(cfg, tracker, out_dir / "bundle", out_dir / "checkpoint")
     log.info("test: " + " ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_")))
-    return {"metrics": final, "bundle": str(bundle), "run_id": tracker.run_id,
-            "objective": res.best_val_roc_auc, "history": res.history}
+    return {"metrics": final, "bundle": str(bundle.path) if bundle.path.exists() else None, "loaded": bundle,
+            "run_id": tracker.run_id, "model": tracker.model_uri, "objective": res.best_val_roc_auc,
+            "history": res.history}

@@ -57,10 +57,10 @@ def obtain_base(cfg: Mapping, out_dir: Path, tracker: NullTracker) -> tuple[Bund
 
     def train():
         result = train_task(bcfg, out_dir / "base", tracker.child())
-        return load_bundle(result["bundle"]), {"source": "trained", "run_id": result["run_id"], "fingerprint": fp}
+        return result["loaded"], {"source": "trained", "run_id": result["run_id"], "fingerprint": fp}
 
     def reuse(found):
-        local = tracker.download_artifacts(found["run_id"], "bundle")
+        local = tracker.download_bundle(found["run_id"])
         return load_bundle(local), {"source": "reused", "run_id": found["run_id"], "fingerprint": fp}
 
     return reuse_or_run(tracker, cfg["tracking"], fp, {"xfer.task": "train"}, "base", train, reuse)
