@@ -1,23 +1,23 @@
-"""Peak memory of +experiment=hotel_transfer at the size of the full hotel challenge file.
+"""Peak memory (RSS) of the default commands as users run them, each in its own child process,
+one after the other into one fresh store:
 
-    python experiments/bench_memory.py --tracking-uri sqlite:////path/with/the/cnn/base/mlflow.db
+1. ``+experiment=imdb_base`` (trains the base);
+2. ``+experiment=hotel_transfer`` (the default: 5 splits, base reused);
+3. a ``-m`` sweep (``+experiment=hotel_delhi_transfer schedule=frozen,gradual data.n_train=500``,
+   2 joblib workers): the largest worker;
+4. ``+experiment=hotel_transfer`` on a stand-in of the full hotel challenge file (38,932 rows: the
+   bundled sample resampled with replacement, same schema and length distribution; the full file
+   is not on this machine), 1 split and 2 epochs per network (the peak is reached in the first
+   epoch and does not grow with more).
 
-The full file (38,932 rows) is not on this machine, so the script builds a stand-in of the same
-row count and schema by resampling the bundled 499-row sample with replacement (review lengths and
-categorical values keep their real distribution; the duplicated texts make the vocabulary
-smaller than the real file's, which is capped at 60,000 tokens anyway). It runs the experiment as
-a user would, in a child process, and reads the child's peak RSS with getrusage. To bound the run
-time it does 1 seeded split and 2 epochs per network (peak memory is reached in the first epoch
-and does not grow with more). The base must already be in the store (it is found by fingerprint).
-Writes experiments/results/memory_hotel_transfer.json (peak_rss_mb).
+    python experiments/bench_memory.py [--only imdb_base hotel_transfer sweep_worker full_size_standin]
+
+Writes experiments/results/memory.json: ``peak_rss_mb`` and wall time per command, with provenance.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,45 +29,67 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 FULL_ROWS = 38_932
+TARGET_MB = 2560
+#: runs a command in a grandchild and prints the peak RSS (KiB) of its process tree's largest process
+WRAP = ("import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "sys.stderr.write(p.stderr[-4000:] if p.returncode else '')\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(p.returncode)\n")
+
+
+def standin(work: Path) -> Path:
+    from xfer.data import data_dir
+
+    sample = pd.read_csv(data_dir() / "hotel" / "hotel_reviews_sample.csv.gz")
+    frame = sample.sample(n=FULL_ROWS, replace=True, random_state=0).reset_index(drop=True)
+    frame["User_ID"] = [f"id{i}" for i in range(len(frame))]
+    src = work / "hotel_standin.csv.gz"
+    frame.to_csv(src, index=False, compression="gzip")
+    return src
+
+
+def commands(work: Path) -> dict[str, list[str]]:
+    quiet = ["trainer.progress=false"]
+    return {
+        "imdb_base": ["+experiment=imdb_base", *quiet],
+        "hotel_transfer": ["+experiment=hotel_transfer", *quiet],
+        "sweep_worker": ["-m", "+experiment=hotel_delhi_transfer", "schedule=frozen,gradual", "data.n_train=500",
+                         *quiet],
+        "full_size_standin": ["+experiment=hotel_transfer", f"data.files.all={standin(work)}", "transfer.repeats=1",
+                              "trainer.max_epochs=2", *quiet],
+    }
+
+
+def measure(name: str, overrides: list[str], work: Path) -> dict:
+    store = [f"tracking.uri=sqlite:///{work / 'mlflow.db'}", f"tracking.artifact_location={work / 'artifacts'}"]
+    cmd = [sys.executable, "-c", WRAP, sys.executable, "-m", "xfer.run", *store, *overrides]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{name}: {proc.stderr[-3000:]}")
+    peak = int(proc.stdout.strip().splitlines()[-1]) / 1024
+    command = "python -m xfer.run " + " ".join(o.replace(str(work), "<temp>") for o in overrides)
+    print(f"{name}: peak RSS {peak:.0f} MB ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return {"command": command, "peak_rss_mb": peak, "wall_seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
-    from xfer.data import data_dir
+    from xfer.provenance import provenance
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tracking-uri", required=True)
-    ap.add_argument("--rows", type=int, default=FULL_ROWS)
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "memory_hotel_transfer.json"))
-    ap.add_argument("overrides", nargs="*", help="extra overrides for the job")
+    ap.add_argument("--only", nargs="+", default=None)
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "memory.json"))
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_memory_"))
-    sample = pd.read_csv(data_dir() / "hotel" / "hotel_reviews_sample.csv.gz")
-    standin = sample.sample(n=args.rows, replace=True, random_state=0).reset_index(drop=True)
-    standin["User_ID"] = [f"id{i}" for i in range(len(standin))]
-    src = work / "hotel_standin.csv.gz"
-    standin.to_csv(src, index=False, compression="gzip")
-    overrides = ["+experiment=hotel_transfer", f"data.files.all={src}", "transfer.repeats=1",
-                 "trainer.max_epochs=2", "trainer.progress=false", "transfer.tsne.enabled=true",
-                 *args.overrides]
-    cmd = [sys.executable, "-m", "xfer.run", f"tracking.uri={args.tracking_uri}", *overrides]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
-    if "Base: reused" not in proc.stdout + proc.stderr:
-        raise SystemExit("the base was not reused: run imdb_base into this store first")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    table = (proc.stdout.split("| method |", 1)[1] if "| method |" in proc.stdout else "")
-    out = {"command": " ".join(["python experiments/bench_memory.py --tracking-uri <store with the base>",
-                                  *([f"--rows {args.rows}"] if args.rows != FULL_ROWS else []), *args.overrides]),
-           "job": "python -m xfer.run " + " ".join(overrides), "rows": args.rows,
-           "peak_rss_mb": peak, "target_mb": 3072, "wall_seconds": wall,
-           "comparison_table": ("| method |" + table).strip() if table else None,
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
-    dest = Path(args.out)
-    dest.write_text(json.dumps(out, indent=2))
-    print(f"peak RSS {peak:.0f} MB over {wall:.0f} s -> {dest}")
+    prov = provenance()
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        work = Path(tmp)
+        runs = {name: measure(name, cmd, work) for name, cmd in commands(work).items()
+                if args.only is None or name in args.only}
+    out = {**prov, "target_mb": TARGET_MB, "commands": runs,
+           "within_target": all(r["peak_rss_mb"] <= TARGET_MB for r in runs.values())}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: round(v["peak_rss_mb"]) for k, v in runs.items()}))
 
 
 if __name__ == "__main__":

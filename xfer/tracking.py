@@ -18,6 +18,9 @@ from .errors import BundleError, ConfigError, XferError
 
 log = logging.getLogger(__name__)
 
+#: MLflow draws a progress bar for every artifact download (logging a model validates its input
+#: example by loading it): the job's console shows its own progress instead
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 DEFAULT_URI = "sqlite:///mlflow.db"
 #: the tag naming a run's logged pyfunc model (which holds the run's bundle)
 MODEL_TAG = "xfer.model_uri"

@@ -57,7 +57,10 @@ def obtain_base(cfg: Mapping, out_dir: Path, tracker: NullTracker) -> tuple[Bund
 
     def train():
         result = train_task(bcfg, out_dir / "base", tracker.child())
-        return result["loaded"], {"source": "trained", "run_id": result["run_id"], "fingerprint": fp}
+        # loaded afresh, as a reused base is: the trained network in hand still refers to its
+        # optimizer (Adam states of every weight), which would stay in memory for the whole job
+        path = result["bundle"] or tracker.download_bundle(result["run_id"])
+        return load_bundle(path), {"source": "trained", "run_id": result["run_id"], "fingerprint": fp}
 
     def reuse(found):
         local = tracker.download_bundle(found["run_id"])
