@@ -63,7 +63,9 @@ def commands(work: Path) -> dict[str, list[str]]:
 
 def measure(name: str, overrides: list[str], work: Path) -> dict:
     store = [f"tracking.uri=sqlite:///{work / 'mlflow.db'}", f"tracking.artifact_location={work / 'artifacts'}"]
-    cmd = [sys.executable, "-c", WRAP, sys.executable, "-m", "xfer.run", *store, *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) before the overrides
+    cmd = [sys.executable, "-c", WRAP, sys.executable, "-m", "xfer.run", *flags, *store,
+           *[o for o in overrides if not o.startswith("-")]]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode:
@@ -80,10 +82,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", default=None)
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "memory.json"))
+    ap.add_argument("--store", default=None, help="keep the store in this directory (default: a temporary one)")
     args = ap.parse_args()
     prov = provenance()
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-        work = Path(tmp)
+        work = Path(args.store or tmp)
+        work.mkdir(parents=True, exist_ok=True)
         runs = {name: measure(name, cmd, work) for name, cmd in commands(work).items()
                 if args.only is None or name in args.only}
     out = {**prov, "target_mb": TARGET_MB, "commands": runs,

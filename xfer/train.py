@@ -175,6 +175,23 @@ def load_checkpoint(path: str | Path, net, trainer: gluon.Trainer) -> tuple[dict
     return best, result, next_epoch, int(state["bad_epochs"])
 
 
+def release_memory() -> None:
+    """Give the memory of networks that are no longer used back to the system. A trained network,
+    its optimizer (parameters refer to their trainer) and its best-epoch snapshot form reference
+    cycles, so their native arrays (hundreds of MB with the n-gram branch) are freed only when the
+    cyclic collector runs; and glibc keeps freed heap pages of a multi-threaded process in its arenas
+    unless asked to trim them."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only
+        libc.malloc_trim(0)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

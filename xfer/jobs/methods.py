@@ -23,7 +23,7 @@ from ..heads import catboost_embeddings, tfidf_lr
 from ..models import build_model, initialize
 from ..surgery import extend_preprocessor, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
-from ..train import BeforeEpoch
+from ..train import BeforeEpoch, release_memory
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
 from .stages import reuse_or_run
 from .train import RUNTIME_KEYS, encode_splits, fit_and_test, label_names, log_bundle, tidy_outputs
@@ -187,6 +187,7 @@ def run_method(name: str, split: Split, parent: NullTracker, tags: Mapping[str, 
                          parent.run_id) as child:
             metrics, kept = method.run(split, child)
             child.log_metrics(metrics)
+        release_memory()
         return record(metrics, child.run_id), kept
 
     if fp is None:

@@ -20,7 +20,7 @@ from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param
 from ..plots import training_curve
 from ..schema import validate
 from ..tracking import NullTracker, flatten, tracked_run
-from ..train import fit, read_checkpoint_state, seed_everything
+from ..train import fit, read_checkpoint_state, release_memory, seed_everything
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
     cfg, tracker, out_dir = validate(cfg), tracker or NullTracker(), Path(out_dir)
     seed_everything(cfg["seed"])
     job = _prepare(cfg)
+    release_memory()  # the raw frames and tokenizer temporaries are gone; give their pages back
     tags = {"xfer.task": "train", "xfer.data": job["ds"].name, "xfer.model": cfg["model"]["name"],
             "xfer.fingerprint": job["fp"], "xfer.version": __version__}
     resume_id = cfg["resume"]
