@@ -66,7 +66,7 @@ class Bundle:
         return encode_frame(self.preprocessor, frame, self.model_cfg["architecture"], self.model_cfg.get("max_len"),
                             self.model_cfg.get("truncate", "head"))
 
-    def predict_proba(self, frame: pd.DataFrame | Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame | Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Positive-class probabilities for a model frame (``text`` + categorical columns)."""
         from .encode import predict_proba
 

@@ -67,14 +67,20 @@ def context(name: str | None) -> mx.Context:
 #: shape, so single reviews of every length would each pay a compilation; padding never changes
 #: a prediction (see models.py)
 INFERENCE_ROUND_TO = 32
+#: inference batches hold about this many tokens (gluonnlp's FixedBucketSampler with
+#: ``use_average_length``): many short reviews or a few long ones, so activation memory is bounded
+#: by tokens, not by reviews (256 whole IMDB reviews of 1,000 tokens took ~0.5 GB of activations)
+INFERENCE_TOKENS = 32768
 
 
 def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
                  num_buckets: int = 10, shuffle: bool = False, seed: int = 0,
-                 ctx: mx.Context | None = None, round_to: int | None = None) -> Iterator[tuple]:
+                 ctx: mx.Context | None = None, round_to: int | None = None,
+                 max_tokens: int | None = None) -> Iterator[tuple]:
     """Length-bucketed batches: (inputs, labels or None, indices), where ``inputs`` is what
     the network takes: (tokens, valid_length), plus the padded n-gram bags when the
-    reviews are (ids, bag) pairs. With ``round_to`` the padded length is a multiple of it."""
+    reviews are (ids, bag) pairs. With ``round_to`` the padded length is a multiple of it; with
+    ``max_tokens`` a batch holds about that many tokens instead of ``batch_size`` reviews."""
     import gluonnlp as nlp
 
     if len(seqs) == 0:
@@ -86,8 +92,8 @@ def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
     buckets = max(1, min(num_buckets, len(set(lengths))))
     with warnings.catch_warnings():  # "Some buckets are empty": expected for short inputs
         warnings.simplefilter("ignore", UserWarning)
-        sampler = nlp.data.FixedBucketSampler(lengths, batch_size=batch_size, num_buckets=buckets,
-                                              shuffle=shuffle)
+        sampler = nlp.data.FixedBucketSampler(lengths, batch_size=max_tokens or batch_size, num_buckets=buckets,
+                                              shuffle=shuffle, use_average_length=bool(max_tokens))
     pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32", round_to=round_to)
     pad_bag = nlp.data.batchify.Pad(axis=0, pad_val=0, dtype="float32")
     ctx = ctx or mx.cpu()
@@ -118,11 +124,13 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
     }
 
 
-def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int = 256,
+def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int | None = None,
                    ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
-    """The network's output columns (N, k) for every review, in input order."""
+    """The network's output columns (N, k) for every review, in input order; batches of
+    ``batch_size`` reviews, or (None) of about ``INFERENCE_TOKENS`` tokens."""
     out: np.ndarray | None = None
-    for inputs, _, idx in iter_batches(seqs, None, batch_size, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO):
+    for inputs, _, idx in iter_batches(seqs, None, batch_size or 0, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO,
+                                       max_tokens=None if batch_size else INFERENCE_TOKENS):
         logits = net(*inputs).asnumpy()
         if out is None:
             out = np.zeros((len(seqs), logits.shape[1]), dtype=np.float64)
@@ -134,7 +142,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
-def predict_proba(net: gluon.HybridBlock, seqs: Sequence, batch_size: int = 256,
+def predict_proba(net: gluon.HybridBlock, seqs: Sequence, batch_size: int | None = None,
                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
     """Positive-class probability for every review, in input order."""
     return sigmoid(predict_logits(net, seqs, batch_size, ctx, num_buckets)[:, 0])

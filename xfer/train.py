@@ -407,8 +407,8 @@ def _run(state: FitState, handlers: list[Handler], checkpoint: Checkpoint, loss_
         for h in handlers:
             h.epoch_begin(state)
         state.metrics = train_epoch(state, loss_fn, clip)
-        state.val_logits = predict_logits(state.net, state.val[0], batch_size=max(256, state.cfg["batch_size"]),
-                                          ctx=state.ctx, num_buckets=state.cfg["num_buckets"])
+        state.val_logits = predict_logits(state.net, state.val[0], ctx=state.ctx,
+                                          num_buckets=state.cfg["num_buckets"])
         for h in handlers:
             if h is not checkpoint:
                 h.epoch_end(state)
