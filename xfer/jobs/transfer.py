@@ -28,7 +28,7 @@ from ..plots import markdown_table
 from ..schema import validate
 from ..surgery import target_architecture
 from ..tracking import NullTracker, flatten, resolve_bundle, tracked_run
-from ..train import seed_everything
+from ..train import release_memory, seed_everything
 from ..transforms import token_vocab, tokens_of
 from .methods import Split, methods_of, run_method
 from .stages import reuse_or_run
@@ -125,6 +125,22 @@ def _report(cfg, records, splits, base_info, oov, out_dir: Path, parent: NullTra
     return summary, note + table
 
 
+def _run_split(split: Split, parent: NullTracker, tags: Mapping[str, str], tsne: bool) -> list[dict]:
+    """Every method on one split; with ``tsne`` the maps of the base and of this split's transferred
+    network are drawn right away, so that network need not stay in memory for the other splits."""
+    records, transferred, kept = [], None, None
+    for name in methods_of(split.cfg):
+        rec, kept = run_method(name, split, parent, tags)
+        records.append(rec)
+        transferred = transferred or kept
+    if tsne:
+        for png in _tsne(split.cfg, split.base, transferred, split.ds, split.out_dir, split.seed):
+            parent.log_artifact(png)
+    del transferred, kept
+    release_memory()
+    return records
+
+
 def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker | None = None) -> dict:
     cfg, tracker, out_dir = validate(cfg), tracker or NullTracker(), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,16 +160,10 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
                      {**tags, "xfer.method": "comparison"}) as parent:
         parent.log_params(flatten(cfg))
         parent.log_metrics({"oov_rate": oov})
-        records, transferred = [], None
+        records = []
         for r, ds in enumerate(splits):
-            split = Split(cfg, ds, base, arch, seed + r, out_dir)
-            for name in methods_of(cfg):
-                rec, kept = run_method(name, split, parent, tags)
-                records.append(rec)
-                transferred = transferred or kept
+            records += _run_split(Split(cfg, ds, base, arch, seed + r, out_dir), parent, tags, tsne=r == 0)
         summary, text = _report(cfg, records, splits, base_info, oov, out_dir, parent)
-        for png in _tsne(cfg, base, transferred, splits[0], out_dir, seed):
-            parent.log_artifact(png)
         parent.log_metrics({"best_test_roc_auc": float(summary.iloc[0]["test_roc_auc"]),
                             "wall_seconds": time.perf_counter() - started})
         parent.set_tags({"xfer.best_method": str(summary.iloc[0]["method"])})
