@@ -3,13 +3,29 @@ XFER_REQUIRE_DATA=1 (CI sets it): then a missing file fails the test. Every test
 into its temporary directory: the working directory is a fresh one, and MLflow's default store
 points there."""
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+from hypothesis import settings  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+# property tests keep no example database, and hypothesis's caches (it writes some while test
+# modules are collected) go to a temporary directory removed at the end, not into the checkout
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="xfer-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+settings.register_profile("xfer", database=None)
+settings.load_profile("xfer")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
 
 from xfer.data import data_dir  # noqa: E402
 
