@@ -28,9 +28,9 @@ def data_defaults() -> dict:
     """The data keys that have a default (the required ones come from the chosen data config)."""
     import dataclasses
 
-    return {f.name: schema.section("data", {"name": "x", "files": {}, "text_column": "x"})[f.name]
-            for f in dataclasses.fields(schema.Data) if f.default is not dataclasses.MISSING
-            or f.default_factory is not dataclasses.MISSING}
+    full = schema.section("data", {"name": "x", "files": {}, "text_column": "x"})
+    return {f.name: full[f.name] for f in dataclasses.fields(schema.Data)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 def stage_defaults() -> dict:

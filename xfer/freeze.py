@@ -149,4 +149,4 @@ def make_schedule(cfg: Mapping | None, hidden_replaced: bool = False) -> Schedul
     from .schema import section
 
     head: Iterable[str] = ("hidden", "output") if hidden_replaced else ("output",)
-    return Schedule(head=tuple(head), **section("schedule", cfg or {"name": "gradual"}))
+    return Schedule(head=tuple(head), **section("schedule", cfg))

@@ -507,15 +507,23 @@ TAGGED = {"optimizer": (OPTIMIZERS, "name"), "schedule": (SCHEDULES, "name"),
           "lr_schedule": (LR_SCHEDULES, "type"), "encoder": (ENCODERS, "type")}
 
 
+def _field_default(cls: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+#: the variant a tagged section takes when none is given: the schema's own default for that field
+TAGGED_DEFAULTS = {"optimizer": _field_default(Stage, "optimizer"), "schedule": _field_default(Config, "schedule"),
+                   "lr_schedule": _field_default(Adam, "lr_schedule"), "encoder": _field_default(Model, "encoder")}
+
+
 def section(name: str, value: Mapping | None) -> dict:
     """One section (``trainer``, ``model``, ``optimizer``...) validated with its defaults filled;
     idempotent, so library functions call it on whatever mapping they are given."""
     path = name.split(".")[-1]
     if path in TAGGED:
         variants, tag = TAGGED[path]
-        if value is None:
-            value = {tag: next(iter(variants))} if path != "optimizer" else {"name": "adam"}
-        return _variant(name, value, variants, tag)
+        return _variant(name, TAGGED_DEFAULTS[path] if value is None else value, variants, tag)
     return _section(name, value or {}, SECTIONS[path])
 
 

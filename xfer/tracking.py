@@ -129,14 +129,8 @@ class NullTracker:
         return None
 
     def download_bundle(self, run_id: str) -> str:
-        """A local directory holding the bundle of a run: the bundle inside its logged pyfunc
-        model (``xfer.model_uri``), or its ``bundle`` artifact (runs logged without a model)."""
-        from .bundle import bundle_dir_of
-
-        uri = self.get_tags(run_id).get(MODEL_TAG)
-        if uri:
-            return str(bundle_dir_of(download_artifacts(uri, getattr(self, "uri", None))))
-        return self.download_artifacts(run_id, "bundle")
+        """A local directory holding the bundle of another run of the store (see ``run_bundle_uri``)."""
+        raise KeyError(run_id)
 
     def log_model(self, bundle, example=None, name: str = "model") -> str | None:
         """Log a saved :class:`~xfer.bundle.Bundle` as an ``mlflow.pyfunc`` model of the current run
@@ -284,6 +278,11 @@ class MlflowTracker(NullTracker):
 
         get_artifact_repository(self.artifact_uri).delete_artifacts(path)
 
+    def download_bundle(self, run_id: str) -> str:
+        from .bundle import bundle_dir_of
+
+        return str(bundle_dir_of(download_artifacts(run_bundle_uri(run_id, self.get_tags(run_id)), self.uri)))
+
     def run_status(self, run_id: str) -> str | None:
         from mlflow.exceptions import MlflowException
 
@@ -364,6 +363,12 @@ def resolve_bundle(ref: str, tracking_uri: str | None = None, ctx=None):
     return load_bundle(bundle_dir_of(download_artifacts(ref, tracking_uri)), ctx)
 
 
+def run_bundle_uri(run_id: str, tags: Mapping[str, str]) -> str:
+    """Where a run keeps its bundle: inside its logged pyfunc model (tag ``xfer.model_uri``), or
+    as its ``bundle`` artifact (runs logged with ``tracking.log_model=false``)."""
+    return tags.get(MODEL_TAG) or f"runs:/{run_id}/bundle"
+
+
 def _run_bundle_uri(run_id: str, uri: str | None) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -372,7 +377,7 @@ def _run_bundle_uri(run_id: str, uri: str | None) -> str:
         tags = mlflow.MlflowClient(tracking_uri(uri)).get_run(run_id).data.tags
     except MlflowException:
         raise BundleError(f"{run_id}: no such MLflow run in {tracking_uri(uri)}") from None
-    return tags.get(MODEL_TAG) or f"runs:/{run_id}/bundle"
+    return run_bundle_uri(run_id, tags)
 
 
 def make_tracker(cfg: Mapping | None) -> NullTracker:

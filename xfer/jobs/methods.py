@@ -26,7 +26,7 @@ from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
 from .stages import reuse_or_run
-from .train import RUNTIME_KEYS, encode_splits, fit_and_test, label_names, log_bundle, tidy_outputs
+from .train import data_settings, encode_splits, fit_and_test, label_names, learned_trainer, log_bundle, tidy_outputs
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ class Split:
         return len(self.ds.train)
 
     def data_identity(self) -> dict:
-        return {"data": {k: v for k, v in self.cfg["data"].items() if k != "files"},
-                "checksum": self.ds.checksum, "seed": self.seed}
+        return {"data": data_settings(self.cfg["data"]), "checksum": self.ds.checksum, "seed": self.seed}
 
     def base_identity(self) -> dict:
         files = self.base.meta.get("files", {})
@@ -144,8 +143,7 @@ def _tfidf_lr(split: Split, run: NullTracker) -> tuple[dict, Any]:
 def _scratch_depends(split: Split) -> dict:
     cfg = split.cfg
     return {**split.data_identity(), "transforms": cfg["transforms"], "model": split.arch,
-            "trainer": {k: v for k, v in cfg["trainer"].items() if k not in RUNTIME_KEYS},
-            "optimizer": cfg["optimizer"]}
+            "trainer": learned_trainer(cfg["trainer"]), "optimizer": cfg["optimizer"]}
 
 
 METHODS: dict[str, Method] = {

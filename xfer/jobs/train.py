@@ -29,11 +29,20 @@ log = logging.getLogger(__name__)
 RUNTIME_KEYS = ("progress", "ctx", "checkpoint")
 
 
+def data_settings(data_cfg: Mapping) -> dict:
+    """A data config without its file paths (data counts by content, through its checksum)."""
+    return {k: v for k, v in data_cfg.items() if k != "files"}
+
+
+def learned_trainer(trainer_cfg: Mapping) -> dict:
+    """A trainer config without the runtime-only switches (progress bar, device, checkpoints)."""
+    return {k: v for k, v in trainer_cfg.items() if k not in RUNTIME_KEYS}
+
+
 def base_fingerprint(stage: Mapping, data_checksum: str | None = None) -> str:
     """Identity of a trained network: data (by content) + transforms + model + optimizer +
     trainer + seed. Paths and runtime-only settings (progress bar, device) do not count."""
-    data = {k: v for k, v in stage["data"].items() if k != "files"}
-    trainer = {k: v for k, v in stage["trainer"].items() if k not in RUNTIME_KEYS}
+    data, trainer = data_settings(stage["data"]), learned_trainer(stage["trainer"])
     checksum = data_checksum or dataset_checksum(stage["data"])
     return fingerprint({"data": data, "data_checksum": checksum, "transforms": stage["transforms"],
                         "model": stage["model"], "optimizer": stage["optimizer"], "trainer": trainer,
