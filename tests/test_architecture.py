@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / "xfer"
 LIBRARY = {"errors", "schema", "data", "transforms", "models", "encode", "train", "freeze", "features", "surgery",
            "heads", "bundle", "plots"}
 #: what may import mlflow
-TRACKING_SIDE = {"tracking", "serving", "_pyfunc_model", "registry", "report", "sweep", "run"}
+TRACKING_SIDE = {"tracking", "locate", "serving", "_pyfunc_model", "registry", "report", "sweep", "run"}
 #: what serving a model needs: never the training loop or the jobs
 SERVING = {"serving", "_pyfunc_model", "bundle", "predict"}
 

@@ -163,3 +163,75 @@ def test_unknown_optimizer_is_a_config_error():
     net = initialize(build_model(MODEL, 42), 0)
     with pytest.raises(ConfigError, match="optimizer.name: 'adamax2' is not one of adam, adamw, sgd"):
         fit(net, separable(30, 1), separable(10, 2), TRAINER, {"name": "adamax2"})
+
+
+# ---------------------------------------------------------------- delta bundles
+def test_param_delta_keeps_changed_and_added_rows_only():
+    from xfer.bundle import apply_delta, param_delta
+
+    rng = np.random.RandomState(0)
+    base = {"emb": rng.rand(100, 4).astype(np.float32), "dense": rng.rand(3, 5).astype(np.float32),
+            "same": rng.rand(50, 1).astype(np.float32)}
+    new = {"emb": np.vstack([base["emb"], rng.rand(2, 4)]).astype(np.float32), "dense": base["dense"] + 1,
+           "same": base["same"].copy()}
+    new["emb"][[3, 70]] += 0.5
+    delta = param_delta(new, base)
+    assert delta["rows/emb"].tolist() == [3, 70, 100, 101] and delta["rows/same"].size == 0
+    assert "full/dense" in delta  # every row changed: stored whole
+    out = apply_delta(delta, base, {k: v.shape for k, v in new.items()})
+    for k in new:
+        np.testing.assert_array_equal(out[k], new[k])
+    with pytest.raises(ValueError, match="dense"):
+        apply_delta(delta, base, {**{k: v.shape for k, v in new.items()}, "dense": (3, 6)})
+
+
+def test_delta_bundle_loads_to_the_same_predictions_and_checks_its_base(bundle_dir, tmp_path):
+    import shutil
+
+    from xfer.data import sha256_file
+
+    path, _, frame = bundle_dir
+    base = load_bundle(path)
+    net = load_bundle(path).net
+    w = net.collect_params()[next(k for k in net.collect_params() if k.endswith("embedding_weight"))]
+    arr = w.data().asnumpy()
+    arr[[5, 9]] += 0.25  # a transfer that relearned two rows
+    w.set_data(mx_array(arr))
+    want = predict_proba(net, base.sequences(frame))
+    base.ref = str(path)
+    delta = save_bundle(tmp_path / "child", net, base.preprocessor, base.model_cfg["architecture"], base.vocab_size,
+                        base.labels, max_len=200, base=base)
+    assert (delta / "net.delta.npz").is_file() and not (delta / "net.params").exists()
+    assert (delta / "net.delta.npz").stat().st_size < (path / "net.params").stat().st_size / 2
+    got = load_bundle(delta)
+    np.testing.assert_array_equal(got.predict_proba(frame[["text"]]), want)
+    # the base must be the very network the delta was taken from, and must be there
+    fetched = []
+    load_bundle(delta, fetch=lambda ref: fetched.append(ref) or load_bundle(ref))
+    assert fetched == [str(path)]
+    shutil.copytree(path, tmp_path / "base_copy")
+    base.ref = str(tmp_path / "base_copy")
+    moved = save_bundle(tmp_path / "child2", net, base.preprocessor, base.model_cfg["architecture"], base.vocab_size,
+                        base.labels, base=base)
+    (tmp_path / "base_copy" / "labels.json").write_text('{"0": "a", "1": "b"}')
+    meta = json.loads((tmp_path / "base_copy" / "meta.json").read_text())
+    meta["files"]["labels.json"] = sha256_file(tmp_path / "base_copy" / "labels.json")  # a consistent other base
+    (tmp_path / "base_copy" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="not the network this bundle was trained from"):
+        load_bundle(moved, fetch=lambda ref: load_bundle(ref))
+    shutil.rmtree(tmp_path / "base_copy")
+    with pytest.raises(BundleError, match="cannot load its base network"):
+        load_bundle(moved, fetch=lambda ref: load_bundle(ref))
+    ref = json.loads((moved / "base.json").read_text())
+    (moved / "base.json").write_text(json.dumps({**ref, "ref": "0" * 32}))
+    meta = json.loads((moved / "meta.json").read_text())
+    meta["files"].pop("base.json")
+    (moved / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="load this bundle through MLflow"):
+        load_bundle(moved)
+
+
+def mx_array(a):
+    import mxnet as mx
+
+    return mx.nd.array(a)

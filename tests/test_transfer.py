@@ -7,7 +7,7 @@ import pytest
 from xfer.bundle import Bundle
 from xfer.embed import main as embed_main
 from xfer.features import layer_embeddings, write_embeddings
-from xfer.errors import ConfigError
+from xfer.errors import BundleError, ConfigError
 from xfer.models import build_model, initialize
 from xfer.jobs.transfer import summarise
 from xfer.surgery import extend_preprocessor, transplant
@@ -140,11 +140,19 @@ def test_hotel_transfer_end_to_end_reuses_the_base_and_the_controls(tmp_path):
     from xfer.data import data_dir
 
     assert all(r.data.tags.get("xfer.model_uri") for r in children if r.data.tags["xfer.method"].startswith("transfer"))
-    tb = load_bundle(bundle)
+    # stored as a delta against the base run (here the embedding, shifted by the extended
+    # vocabulary, is whole; the frozen layers are empty row lists): it loads through MLflow
+    with np.load(bundle / "net.delta.npz") as delta:
+        assert delta["rows/hidden.dense.weight"].size == 0 and "full/output.weight" in delta.files
+    with pytest.raises(BundleError, match="through MLflow"):
+        load_bundle(bundle)
+    tb = resolve_bundle(str(bundle))
     assert tb.input_columns == ["Description", "Browser_Used", "Device_Used"]
     raw = pd.read_csv(data_dir() / "hotel" / "hotel_reviews_sample.csv.gz")
     pred = tb.predict_frame(raw)
     assert len(pred) == 499 and set(pred["label"]) <= {"happy", "not happy"} and pred["probability"].std() > 0
+    served = mlflow.pyfunc.load_model(frozen.data.tags["xfer.model_uri"]).predict(raw.head(20))
+    np.testing.assert_allclose(served["probability"].to_numpy(), pred["probability"].to_numpy()[:20], rtol=1e-6)
     out = tmp_path / "emb.parquet"
     assert embed_main(["--bundle", str(bundle), "--data", "hotel", "--layer", "hidden", "--out", str(out)]) == 0
     frame = pd.read_parquet(out)

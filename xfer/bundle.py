@@ -2,7 +2,11 @@
 
 Layout::
 
-    net.params          Gluon parameters (save_parameters)
+    net.params          Gluon parameters (save_parameters), or, for a network trained
+                        from a base that MLflow keeps (a transfer child), both of:
+    net.delta.npz       the parameters as a difference to the base's: per parameter the
+                        rows that changed (row index + values) or the whole array
+    base.json           where the base is (an MLflow run id) and the checksums of its files
     model.json          architecture config + vocabulary size + sequence settings
     preprocessor.joblib fitted sklearn Pipeline / ColumnTransformer
     labels.json         label mapping, e.g. {"0": "neg", "1": "pos"}
@@ -12,6 +16,12 @@ Layout::
 ``preprocessor.joblib`` is a pickle: load bundles only from sources you trust.
 Saving writes into a temporary sibling directory and renames it, so a bundle is
 either complete or absent.
+
+A transfer relearns a few thousand of the base's embedding rows and n-gram buckets
+(sparse gradients with lazy updates leave the others bit-identical), so its delta is a
+few MB where the whole network is 56 MB. Loading a delta bundle fetches its base with
+the ``fetch`` callable given to :func:`load_bundle` (``xfer.tracking.resolve_bundle``
+on the tracking side), checks the base's file checksums and adds the delta.
 """
 from __future__ import annotations
 
@@ -19,17 +29,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import joblib
 import numpy as np
 import pandas as pd
 
 from . import __version__
-from .errors import BundleError
+from .errors import BundleError, XferError
 from .data import atomic_dir, sha256_file
 
 FILES = ("net.params", "model.json", "preprocessor.joblib", "labels.json")
+DELTA, BASE_REF = "net.delta.npz", "base.json"
 
 
 def fingerprint(obj: Any) -> str:
@@ -45,6 +56,9 @@ class Bundle:
     labels: dict = field(default_factory=lambda: {"0": "negative", "1": "positive"})
     meta: dict = field(default_factory=dict)
     path: Path | None = None
+    #: where this bundle can be fetched again (an MLflow run id); a network trained from it
+    #: is then saved as a delta against it
+    ref: str | None = None
 
     @classmethod
     def in_hand(cls, path: str | Path, net, preprocessor) -> "Bundle":
@@ -113,23 +127,79 @@ class Bundle:
 
 def save_bundle(path: str | Path, net, preprocessor, architecture: Mapping, vocab_size: int,
                 labels: Mapping[str, str], max_len: int | None = None, truncate: str = "head",
-                meta: Mapping[str, Any] | None = None) -> Path:
-    """Write a bundle directory atomically and return its path."""
+                meta: Mapping[str, Any] | None = None, base: Bundle | None = None) -> Path:
+    """Write a bundle directory atomically and return its path. With a ``base`` that has a
+    ``ref``, the network is stored as its difference to the base's (``net.delta.npz``)."""
     with atomic_dir(path) as tmp:
-        net.save_parameters(str(tmp / "net.params"))
+        if base is not None and base.ref:
+            np.savez_compressed(tmp / DELTA, **param_delta(param_arrays(net), param_arrays(base.net)))
+            (tmp / BASE_REF).write_text(json.dumps({"ref": base.ref, "files": base.meta.get("files", {})},
+                                                   indent=2, sort_keys=True))
+        else:
+            net.save_parameters(str(tmp / "net.params"))
         model = {"architecture": dict(architecture), "vocab_size": int(vocab_size), "max_len": max_len,
                  "truncate": truncate}
         (tmp / "model.json").write_text(json.dumps(model, indent=2, sort_keys=True))
         joblib.dump(preprocessor, tmp / "preprocessor.joblib")
         (tmp / "labels.json").write_text(json.dumps(dict(labels), indent=2))
         full_meta = {"xfer_version": __version__, **dict(meta or {}),
-                     "files": {f: sha256_file(tmp / f) for f in FILES}}
+                     "files": {f: sha256_file(tmp / f) for f in bundle_files(tmp)}}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))
     return Path(path)
 
 
-def load_bundle(path: str | Path, ctx=None) -> Bundle:
-    """Rebuild the network and preprocessing from a bundle directory, checking every file."""
+def bundle_files(path: Path) -> tuple[str, ...]:
+    """The files a bundle directory must hold besides ``meta.json``."""
+    net = (DELTA, BASE_REF) if (path / DELTA).is_file() or (path / BASE_REF).is_file() else ("net.params",)
+    return (*net, *FILES[1:])
+
+
+def param_arrays(net) -> dict[str, np.ndarray]:
+    """A network's parameters by their structural names (the keys of ``save_parameters``)."""
+    return {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
+
+
+def param_delta(params: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``params`` as a difference to ``base``: for a parameter whose rows are mostly the base's
+    (the base's shape, or more rows: an extended vocabulary), ``rows/<name>`` (indices of rows
+    that differ, bit for bit, plus every added row) and ``vals/<name>``; otherwise ``full/<name>``."""
+    out = {}
+    for name, a in params.items():
+        b = base.get(name)
+        if b is not None and a.ndim >= 1 and a.shape[1:] == b.shape[1:] and a.shape[0] >= b.shape[0]:
+            n = b.shape[0]
+            same = (a[:n] == b).reshape(n, -1).all(axis=1)
+            rows = np.concatenate([np.flatnonzero(~same), np.arange(n, a.shape[0])])
+            if 2 * len(rows) < a.shape[0]:
+                out[f"rows/{name}"], out[f"vals/{name}"] = rows.astype(np.int64), a[rows]
+                continue
+        out[f"full/{name}"] = a
+    return out
+
+
+def apply_delta(delta: Mapping[str, np.ndarray], base: Mapping[str, np.ndarray],
+                shapes: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+    """The parameters that ``param_delta`` described, given the base's and the target shapes."""
+    out = {}
+    for name, shape in shapes.items():
+        if f"full/{name}" in delta:
+            out[name] = delta[f"full/{name}"]
+            if out[name].shape != tuple(shape):
+                raise ValueError(f"{name}: shape {out[name].shape}, network {tuple(shape)}")
+            continue
+        if f"rows/{name}" not in delta or name not in base:
+            raise KeyError(name)
+        a = np.empty(shape, dtype=base[name].dtype)
+        a[: base[name].shape[0]] = base[name]
+        a[delta[f"rows/{name}"]] = delta[f"vals/{name}"]
+        out[name] = a
+    return out
+
+
+def load_bundle(path: str | Path, ctx=None, fetch: Callable[[str], Bundle] | None = None) -> Bundle:
+    """Rebuild the network and preprocessing from a bundle directory, checking every file.
+    A delta bundle's base is loaded with ``fetch(ref)`` (e.g. ``xfer.tracking.resolve_bundle``);
+    without ``fetch`` its ``ref`` must be a local bundle directory."""
     from .models import build_model
     from .transforms import token_vocab
 
@@ -143,7 +213,7 @@ def load_bundle(path: str | Path, ctx=None) -> Bundle:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{meta_file}: not valid JSON ({e.msg})") from None
-    for name in FILES:
+    for name in bundle_files(path):
         f = path / name
         if not f.is_file():
             raise BundleError(f"{f}: missing file")
@@ -161,15 +231,46 @@ def load_bundle(path: str | Path, ctx=None) -> Bundle:
         raise BundleError(f"{path}: vocabulary mismatch: preprocessor has {vocab} tokens, "
                           f"model.json says {model_cfg['vocab_size']}")
     net = build_model(model_cfg["architecture"], int(model_cfg["vocab_size"]))
-    try:
-        import mxnet as mx
+    import mxnet as mx
 
-        net.load_parameters(str(path / "net.params"), ctx=ctx or mx.cpu())
-    except Exception as e:  # noqa: BLE001 - MXNet raises bare MXNetError/AssertionError
-        msg = " ".join(str(e).split())[:300]
-        raise BundleError(f"{path / 'net.params'}: does not match the architecture in model.json ({msg})") from None
+    if (path / DELTA).is_file():
+        _load_delta(net, path, fetch, ctx or mx.cpu())
+    else:
+        try:
+            net.load_parameters(str(path / "net.params"), ctx=ctx or mx.cpu())
+        except Exception as e:  # noqa: BLE001 - MXNet raises bare MXNetError/AssertionError
+            msg = " ".join(str(e).split())[:300]
+            raise BundleError(f"{path / 'net.params'}: does not match the architecture in model.json ({msg})") from None
     net.hybridize(static_alloc=True)
     return Bundle(net=net, preprocessor=pre, model_cfg=model_cfg, labels=labels, meta=meta, path=path)
+
+
+def _load_delta(net, path: Path, fetch: Callable[[str], Bundle] | None, ctx) -> None:
+    """Set ``net``'s parameters from the base named in ``base.json`` plus ``net.delta.npz``."""
+    import mxnet as mx
+
+    ref = json.loads((path / BASE_REF).read_text())
+    if fetch is None:
+        if not Path(ref["ref"]).is_dir():
+            raise BundleError(f"{path / BASE_REF}: its base {ref['ref']} is an MLflow run: load this bundle "
+                              "through MLflow (xfer.tracking.resolve_bundle, `xfer.predict --model`)")
+        fetch = load_bundle
+    try:
+        base = fetch(ref["ref"])
+    except XferError as e:
+        raise BundleError(f"{path / BASE_REF}: cannot load its base network ({e})") from None
+    if base.meta.get("files") != ref["files"]:
+        raise BundleError(f"{path / BASE_REF}: the base {ref['ref']} is not the network this bundle was "
+                          "trained from (its files' checksums differ)")
+    params = net._collect_params_with_prefix()
+    with np.load(path / DELTA) as delta:
+        try:
+            values = apply_delta(delta, param_arrays(base.net), {k: p.shape for k, p in params.items()})
+        except (KeyError, ValueError, IndexError) as e:
+            raise BundleError(f"{path / DELTA}: does not match the architecture in model.json ({e})") from None
+    del base
+    for name, p in params.items():
+        p._load_init(mx.nd.array(values.pop(name), dtype=p.dtype), ctx)
 
 
 def bundle_dir_of(path: str | Path) -> Path:

@@ -46,8 +46,11 @@ class XferModel(PythonModel):
 
     def load_context(self, context) -> None:
         from .bundle import load_bundle
+        from .locate import resolve_bundle
 
-        self.bundle = load_bundle(context.artifacts["bundle"])
+        # a transfer child's bundle is a delta: its base comes from the MLflow store
+        # (MLFLOW_TRACKING_URI) the model was logged to
+        self.bundle = load_bundle(context.artifacts["bundle"], fetch=resolve_bundle)
         cfg = dict(getattr(context, "model_config", None) or {})
         self.max_text_chars = int(cfg.get("max_text_chars", MAX_TEXT_CHARS))
         self.batch_size = int(cfg.get("batch_size", 256))

@@ -50,7 +50,7 @@ class Split:
 
     def base_identity(self) -> dict:
         files = self.base.meta.get("files", {})
-        return {"net": files.get("net.params"), "preprocessor": files.get("preprocessor.joblib")}
+        return {"net": files.get("net.params") or files.get("net.delta.npz"), "preprocessor": files.get("preprocessor.joblib")}
 
 
 @dataclass
@@ -111,7 +111,8 @@ def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, s
                        vocab, label_names(cfg["data"]), max_len=cfg["trainer"]["max_len"],
                        truncate=cfg["trainer"]["truncate"],
                        meta={"base": split.base.meta.get("fingerprint"), "metrics": metrics, "seed": split.seed,
-                             "schedule": sched, "data": split.ds.name, "inputs": input_spec(cfg["data"])})
+                             "schedule": sched, "data": split.ds.name, "inputs": input_spec(cfg["data"])},
+                       base=split.base)
     log_bundle(cfg, run, Bundle.in_hand(path, net, pre), split.ds.test)
     tidy_outputs(cfg, run, path)
 

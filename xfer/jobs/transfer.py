@@ -46,12 +46,22 @@ def base_config(cfg: Mapping) -> dict:
 
 
 def obtain_base(cfg: Mapping, out_dir: Path, tracker: NullTracker) -> tuple[Bundle, dict]:
-    """Load the base named by ``base.path``/``base.run_id``, or reuse/train the base stage by fingerprint."""
+    """Load the base named by ``base.path``/``base.run_id``, or reuse/train the base stage by
+    fingerprint. A base kept in the job's MLflow store gets that run as its ``ref``, so the
+    transferred networks are saved as deltas against it."""
+    bundle, info = _obtain_base(cfg, out_dir, tracker)
+    if tracker.persistent and info.get("run_id"):
+        bundle.ref = str(info["run_id"])
+    return bundle, info
+
+
+def _obtain_base(cfg: Mapping, out_dir: Path, tracker: NullTracker) -> tuple[Bundle, dict]:
     base = cfg["base"]
     if base["path"]:
         return load_bundle(base["path"]), {"source": "path", "path": str(base["path"])}
     if base["run_id"]:
-        return resolve_bundle(base["run_id"], cfg["tracking"]["uri"]), {"source": "run_id", "run_id": base["run_id"]}
+        bundle = resolve_bundle(base["run_id"], cfg["tracking"]["uri"])
+        return bundle, {"source": "run_id", "run_id": base["run_id"]}
     bcfg = base_config(cfg)
     fp = base_fingerprint(bcfg)
 
