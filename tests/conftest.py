@@ -50,6 +50,10 @@ def _in_tmp_dir(tmp_path, monkeypatch):
     """Nothing a test does lands in the checkout: cwd and MLflow's default store are temporary."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    scratch = tmp_path / "tmp"  # temporary files (MLflow downloads...) too, in-process and in CLI children
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
 
 @pytest.fixture(scope="session")

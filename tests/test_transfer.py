@@ -1,3 +1,4 @@
+import gc
 import json
 
 import numpy as np
@@ -134,7 +135,8 @@ def test_hotel_transfer_end_to_end_reuses_the_base_and_the_controls(tmp_path):
     [frozen] = [r for r in children if r.data.tags["xfer.method"] == "transfer_frozen" and r.data.tags["xfer.seed"] == "0"]
     from xfer.tracking import resolve_bundle
 
-    bundle = resolve_bundle(frozen.info.run_id, f"sqlite:///{tmp_path / 'mlflow.db'}").path
+    fetched = resolve_bundle(frozen.info.run_id, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    bundle = fetched.path  # a temporary download, removed with ``fetched``
     # the transferred model (also logged as a pyfunc model) reads the hotel data's own columns
     from xfer.bundle import load_bundle
     from xfer.data import data_dir
@@ -162,6 +164,10 @@ def test_hotel_transfer_end_to_end_reuses_the_base_and_the_controls(tmp_path):
     assert embed_main(["--bundle", bases[0].info.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                        "--data", "hotel", "--layer", "encoder", "--split", "all", "--out", str(npy)]) == 0
     assert np.load(npy).shape[0] == 499
+    del fetched, tb
+    gc.collect()
+    assert not bundle.exists()  # the download went with the bundle
+    assert not [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("xfer-bundle-")]
 
 
 def test_embed_cli_bad_bundle(tmp_path, capsys):

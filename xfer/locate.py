@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import Mapping
@@ -20,12 +23,13 @@ def tracking_uri(cfg_uri: str | None = None) -> str:
     return cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def download_artifacts(artifact_uri: str, uri: str | None = None) -> str:
-    """Fetch ``runs:/<id>/<path>`` or ``models:/<name>/<version>`` to a local directory."""
+def download_artifacts(artifact_uri: str, uri: str | None = None, dst: str | None = None) -> str:
+    """Fetch ``runs:/<id>/<path>`` or ``models:/<name>/<version>`` to a local directory (``dst``, or
+    a new temporary one)."""
     import mlflow
     mlflow.set_tracking_uri(tracking_uri(uri))
     try:
-        return mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri)
+        return mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=dst)
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing run
         raise XferError(f"{artifact_uri}: cannot fetch from MLflow ({' '.join(str(e).split())[:200]})") from None
 
@@ -44,7 +48,22 @@ def resolve_bundle(ref: str, tracking_uri: str | None = None, ctx=None):
         ref = _run_bundle_uri(m.group(1), tracking_uri)
     elif not ref.startswith(("runs:/", "models:/")):
         raise BundleError(f"{ref}: no such bundle directory, model directory or MLflow run/model URI")
-    return load_bundle(bundle_dir_of(download_artifacts(ref, tracking_uri)), ctx, fetch)
+    return load_downloaded(ref, tracking_uri, ctx, fetch)
+
+
+def load_downloaded(uri: str, tracking_uri: str | None = None, ctx=None, fetch=None):
+    """The bundle at an MLflow URI, downloaded into a temporary directory that is removed when the
+    bundle is garbage-collected or the process ends (MLflow's own downloads are never removed)."""
+    from .bundle import bundle_dir_of, load_bundle
+
+    tmp = tempfile.mkdtemp(prefix="xfer-bundle-")
+    try:
+        bundle = load_bundle(bundle_dir_of(download_artifacts(uri, tracking_uri, tmp)), ctx, fetch)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(bundle, shutil.rmtree, tmp, True)
+    return bundle
 
 
 def run_bundle_uri(run_id: str, tags: Mapping[str, str]) -> str:

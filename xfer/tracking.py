@@ -11,12 +11,13 @@ import os
 import re
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
-from .locate import (DEFAULT_URI, MODEL_TAG, download_artifacts, resolve_bundle,  # noqa: F401 - re-exported
-                     run_bundle_uri, tracking_uri)
+from .locate import (DEFAULT_URI, MODEL_TAG, download_artifacts, load_downloaded,  # noqa: F401 - re-exported
+                     resolve_bundle, run_bundle_uri, tracking_uri)
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class NullTracker:
         """FINISHED / RUNNING / FAILED / KILLED of another run of the store (None if unknown)."""
         return None
 
-    def download_bundle(self, run_id: str) -> str:
-        """A local directory holding the bundle of another run of the store (see ``run_bundle_uri``)."""
+    def load_bundle(self, run_id: str):
+        """The bundle of another run of the store (see ``run_bundle_uri``), loaded."""
         raise KeyError(run_id)
 
     def log_model(self, bundle, example=None, name: str = "model") -> str | None:
@@ -273,10 +274,9 @@ class MlflowTracker(NullTracker):
 
         get_artifact_repository(self.artifact_uri).delete_artifacts(path)
 
-    def download_bundle(self, run_id: str) -> str:
-        from .bundle import bundle_dir_of
-
-        return str(bundle_dir_of(download_artifacts(run_bundle_uri(run_id, self.get_tags(run_id)), self.uri)))
+    def load_bundle(self, run_id: str):
+        return load_downloaded(run_bundle_uri(run_id, self.get_tags(run_id)), self.uri,
+                               fetch=partial(resolve_bundle, tracking_uri=self.uri))
 
     def run_status(self, run_id: str) -> str | None:
         from mlflow.exceptions import MlflowException

@@ -69,12 +69,11 @@ def _obtain_base(cfg: Mapping, out_dir: Path, tracker: NullTracker) -> tuple[Bun
         result = train_task(bcfg, out_dir / "base", tracker.child())
         # loaded afresh, as a reused base is: the trained network in hand still refers to its
         # optimizer (Adam states of every weight), which would stay in memory for the whole job
-        path = result["bundle"] or tracker.download_bundle(result["run_id"])
-        return load_bundle(path), {"source": "trained", "run_id": result["run_id"], "fingerprint": fp}
+        bundle = load_bundle(result["bundle"]) if result["bundle"] else tracker.load_bundle(result["run_id"])
+        return bundle, {"source": "trained", "run_id": result["run_id"], "fingerprint": fp}
 
     def reuse(found):
-        local = tracker.download_bundle(found["run_id"])
-        return load_bundle(local), {"source": "reused", "run_id": found["run_id"], "fingerprint": fp}
+        return tracker.load_bundle(found["run_id"]), {"source": "reused", "run_id": found["run_id"], "fingerprint": fp}
 
     return reuse_or_run(tracker, cfg["tracking"], fp, {"xfer.task": "train"}, "base", train, reuse)
 

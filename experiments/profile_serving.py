@@ -1,0 +1,81 @@
+"""Where batch prediction spends its time, stage by stage, for one bundle on this machine.
+
+    python experiments/profile_serving.py --bundle <bundle dir | run id> [--rows 5000] [--name NAME]
+
+Times, on the first ``--rows`` IMDB test reviews (a fresh read of the CSV each round, median
+of ``--rounds``): the fitted sklearn preprocessing (``preprocess_seconds``: tokenizing and
+id lookup), the network's inputs (``prepare_seconds``: truncation and the n-gram bags),
+batching plus the forward pass (``forward_seconds``) and all of ``Bundle.predict_frame``
+(``predict_seconds``, ``reviews_per_second``) as the pyfunc model and ``xfer.predict`` call it.
+Writes ``experiments/results/serving_profile[_NAME].json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from xfer.data import data_dir  # noqa: E402
+from xfer.encode import predict_logits, prepare_sequences  # noqa: E402
+from xfer.models import bag_spec, ngram_spec  # noqa: E402
+from xfer.provenance import provenance  # noqa: E402
+from xfer.tracking import resolve_bundle  # noqa: E402
+from xfer.transforms import apply_preprocessor, token_vocab  # noqa: E402
+
+
+def stages(bundle, frame: pd.DataFrame, batch_size: int) -> dict[str, float]:
+    arch, cfg = bundle.model_cfg["architecture"], bundle.model_cfg
+    spec = ngram_spec(arch)
+    t0 = time.perf_counter()
+    ids, _ = apply_preprocessor(bundle.preprocessor, frame)
+    t1 = time.perf_counter()
+    seqs = prepare_sequences(ids, cfg.get("max_len"), token_vocab(bundle.preprocessor).vocabulary_size,
+                             spec["buckets"], cfg.get("truncate", "head"), spec["ngrams"], spec["unique"],
+                             bag=bag_spec(arch))
+    t2 = time.perf_counter()
+    predict_logits(bundle.net, seqs, batch_size=batch_size)
+    t3 = time.perf_counter()
+    bundle.predict_frame(frame, batch_size=batch_size)
+    t4 = time.perf_counter()
+    return {"preprocess_seconds": t1 - t0, "prepare_seconds": t2 - t1, "forward_seconds": t3 - t2,
+            "predict_seconds": t4 - t3}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--name", default="")
+    args = ap.parse_args()
+    prov = provenance()
+    bundle = resolve_bundle(args.bundle, args.tracking_uri)
+    frame = pd.read_csv(data_dir() / "imdb" / "test.csv.gz", nrows=args.rows)[["text"]]
+    stages(bundle, frame.head(500), args.batch_size)  # warm-up: oneDNN kernels per shape
+    rounds = [stages(bundle, frame, args.batch_size) for _ in range(args.rounds)]
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    total = med["preprocess_seconds"] + med["prepare_seconds"] + med["forward_seconds"]
+    out = {**prov, "command": "python " + " ".join(["experiments/profile_serving.py", *sys.argv[1:]]),
+           "rows": len(frame), "rounds": args.rounds, "batch_size": args.batch_size,
+           "architecture": bundle.model_cfg["architecture"], "max_len": bundle.model_cfg.get("max_len"),
+           **med, "reviews_per_second": len(frame) / med["predict_seconds"],
+           "share": {k.removesuffix("_seconds"): med[k] / total for k in
+                     ("preprocess_seconds", "prepare_seconds", "forward_seconds")}}
+    name = f"serving_profile_{args.name}" if args.name else "serving_profile"
+    path = ROOT / "experiments" / "results" / f"{name}.json"
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(json.dumps({k: out[k] for k in (*med, "reviews_per_second", "share")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
