@@ -46,12 +46,11 @@ def need_data(*relative: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp_dir(tmp_path, monkeypatch):
+def _in_tmp_dir(tmp_path, tmp_path_factory, monkeypatch):
     """Nothing a test does lands in the checkout: cwd and MLflow's default store are temporary."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    scratch = tmp_path / "tmp"  # temporary files (MLflow downloads...) too, in-process and in CLI children
-    scratch.mkdir()
+    scratch = tmp_path_factory.mktemp("scratch")  # temporary files (MLflow downloads...), in CLI children too
     monkeypatch.setenv("TMPDIR", str(scratch))
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 

@@ -1,5 +1,7 @@
 import gc
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,7 +169,7 @@ def test_hotel_transfer_end_to_end_reuses_the_base_and_the_controls(tmp_path):
     del fetched, tb
     gc.collect()
     assert not bundle.exists()  # the download went with the bundle
-    assert not [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("xfer-bundle-")]
+    assert not [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith("xfer-bundle-")]
 
 
 def test_embed_cli_bad_bundle(tmp_path, capsys):
