@@ -209,3 +209,34 @@ def test_bag_buckets_are_spread_evenly_for_power_of_two_buckets():
     bag = ngram_bag(ids, 1 << 22, 3)
     share = np.bincount((bag - 1) % 8, minlength=8) / len(bag)
     assert share.min() > 0.1 and share.max() < 0.15
+
+
+def test_inference_batches_cover_every_review_once_with_few_shapes():
+    from xfer.encode import sorted_batches
+
+    rng = np.random.RandomState(0)
+    lengths = rng.randint(1, 700, 3000)
+    batches = sorted_batches(lengths, 16, 4096)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(3000))
+    shapes = set()
+    for b in batches:
+        t = -(-lengths[b].max() // 16) * 16
+        assert len(b) * t <= 4096 or len(b) == 1
+        shapes.add((len(b), t))
+    # the shapes depend on the padded length (<= 44 values) plus one last partial batch
+    assert len(shapes) <= 700 // 16 + 2
+    assert len(sorted_batches(lengths[::-1], 16, 4096)) == len(batches)
+
+
+def test_predictions_do_not_depend_on_batching():
+    from xfer.encode import predict_logits
+
+    net = _net(hybridize=True)
+    x, y = separable(300, 1)
+    net.ngrams.fit_ratios(bags_of(x), y)
+    by_tokens = predict_logits(net, x)                    # sorted, length-grouped batches
+    by_rows = predict_logits(net, x, batch_size=7)        # FixedBucketSampler batches of 7
+    one_by_one = np.vstack([predict_logits(net, [s]) for s in x[:20]])
+    np.testing.assert_allclose(by_tokens, by_rows, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by_tokens[:20], one_by_one, rtol=1e-5, atol=1e-6)

@@ -88,6 +88,18 @@ class Bundle:
             frame = pd.DataFrame({"text": list(frame)})
         return predict_proba(self.net, self.sequences(frame), batch_size=batch_size)
 
+    def warm_up(self) -> None:
+        """Score one review of every padded request length up to ``max_len``, so that a server's
+        first request of each length does not pay oneDNN's kernel compilation (tens of ms)."""
+        from .encode import REQUEST_ROUND_TO, predict_logits
+        from .models import bag_spec
+
+        longest = int(self.model_cfg.get("max_len") or 1024)
+        bag = bag_spec(self.model_cfg["architecture"]) is not None
+        for t in range(REQUEST_ROUND_TO, longest + REQUEST_ROUND_TO, REQUEST_ROUND_TO):
+            ids = np.ones(t, dtype=np.int32)
+            predict_logits(self.net, [(ids, np.arange(1, 2 * t + 1, dtype=np.int32)) if bag else ids])
+
     @property
     def inputs(self) -> dict:
         """The raw columns this model reads (saved at training time; older bundles read ``text``)."""
@@ -103,7 +115,7 @@ class Bundle:
     def input_columns(self) -> list[str]:
         return [*self.inputs["text_columns"], *self.inputs.get("categorical", {})]
 
-    def predict_frame(self, raw: pd.DataFrame, source: str = "input", batch_size: int = 256,
+    def predict_frame(self, raw: pd.DataFrame, source: str = "input", batch_size: int | None = None,
                       max_text_chars: int | None = None) -> pd.DataFrame:
         """A raw table in the training data's schema -> ``probability`` and ``label`` columns
         (same index). Raises DataError for a missing column, a non-text value, an empty

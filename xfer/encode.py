@@ -6,6 +6,7 @@ hashed n-gram ids, n-gram bags) -> length-bucketed batches (gluonnlp ``FixedBuck
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from typing import Iterator, Mapping, Sequence
 
 import mxnet as mx
@@ -63,14 +64,24 @@ def context(name: str | None) -> mx.Context:
     raise ConfigError(f"trainer.ctx: unknown device {name!r} (cpu | gpu | gpu:N)")
 
 
-#: inference pads batches to a multiple of this many tokens: oneDNN compiles a kernel per input
-#: shape, so single reviews of every length would each pay a compilation; padding never changes
-#: a prediction (see models.py)
-INFERENCE_ROUND_TO = 32
-#: inference batches hold about this many tokens (gluonnlp's FixedBucketSampler with
-#: ``use_average_length``): many short reviews or a few long ones, so activation memory is bounded
-#: by tokens, not by reviews (256 whole IMDB reviews of 1,000 tokens took ~0.5 GB of activations)
+#: inference pads a batch of many reviews to a multiple of this many tokens (little padding: the
+#: convolutions' work grows with the padded length) ...
+INFERENCE_ROUND_TO = 16
+#: ... and a batch of a few reviews (a serving request) to a multiple of this: oneDNN compiles a
+#: kernel per input shape, so single reviews of every length would each pay a compilation
+#: (``Bundle.warm_up`` compiles these shapes once). Padding never changes a prediction (models.py).
+REQUEST_ROUND_TO = 32
+#: a batch of at most this many reviews is a request
+REQUEST_ROWS = 16
+#: inference groups reviews of about equal length into this many buckets (gluonnlp's
+#: FixedBucketSampler): 12 % less padding than the 10 buckets of training on IMDB
+INFERENCE_BUCKETS = 60
+#: inference batches hold about this many tokens (``use_average_length``): many short reviews or a
+#: few long ones, so activation memory is bounded by tokens, not by reviews (256 whole IMDB reviews
+#: of 1,000 tokens took ~0.5 GB of activations)
 INFERENCE_TOKENS = 32768
+#: batches dispatched to MXNet's engine ahead of the one being read
+PENDING_BATCHES = 2
 
 
 def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
@@ -90,12 +101,15 @@ def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
         seqs = [s[0] for s in seqs]
     lengths = [len(s) for s in seqs]
     buckets = max(1, min(num_buckets, len(set(lengths))))
-    with warnings.catch_warnings():  # "Some buckets are empty": expected for short inputs
-        warnings.simplefilter("ignore", UserWarning)
-        sampler = nlp.data.FixedBucketSampler(lengths, batch_size=max_tokens or batch_size, num_buckets=buckets,
-                                              shuffle=shuffle, use_average_length=bool(max_tokens))
+    if max_tokens and not shuffle:
+        sampler = sorted_batches(lengths, round_to or 1, max_tokens)
+    else:
+        with warnings.catch_warnings():  # "Some buckets are empty": expected for short inputs
+            warnings.simplefilter("ignore", UserWarning)
+            sampler = nlp.data.FixedBucketSampler(lengths, batch_size=max_tokens or batch_size, num_buckets=buckets,
+                                                  shuffle=shuffle, use_average_length=bool(max_tokens))
     pad = nlp.data.batchify.Pad(axis=0, pad_val=0, ret_length=True, dtype="float32", round_to=round_to)
-    pad_bag = nlp.data.batchify.Pad(axis=0, pad_val=0, dtype="float32")
+    pad_bag = nlp.data.batchify.Pad(axis=0, pad_val=0, dtype="float32", round_to=round_to and 4 * round_to)
     ctx = ctx or mx.cpu()
     if shuffle:
         np.random.seed(seed)  # FixedBucketSampler shuffles with numpy's global generator
@@ -107,6 +121,23 @@ def iter_batches(seqs: Sequence, labels: np.ndarray | None, batch_size: int,
             inputs += (pad_bag([bags[i] for i in idx]).as_in_context(ctx),)
         y = mx.nd.array(labels[idx], ctx=ctx, dtype="float32") if labels is not None else None
         yield inputs, y, idx
+
+
+def sorted_batches(lengths: Sequence[int], round_to: int, max_tokens: int) -> list[np.ndarray]:
+    """Inference batches with few distinct shapes: reviews sorted by length, longest first; each
+    batch takes the longest remaining review, pads to its length rounded up to ``round_to`` (T)
+    and holds ``max_tokens // T`` reviews. Shapes then depend on T alone (and one last partial
+    batch), so a process compiles each of oneDNN's convolution kernels once, not once per
+    batch of new data, and sorted neighbours need little padding."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    out, start = [], 0
+    while start < len(order):
+        t = -(-max(int(lengths[order[start]]), 1) // round_to) * round_to
+        size = max(1, max_tokens // t)
+        out.append(order[start:start + size])
+        start += size
+    return out
 
 
 # --------------------------------------------------------------------------- metrics
@@ -125,17 +156,32 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
 
 
 def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int | None = None,
-                   ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
+                   ctx: mx.Context | None = None, num_buckets: int | None = None) -> np.ndarray:
     """The network's output columns (N, k) for every review, in input order; batches of
-    ``batch_size`` reviews, or (None) of about ``INFERENCE_TOKENS`` tokens."""
+    ``batch_size`` reviews, or (None) of about ``INFERENCE_TOKENS`` tokens. Every batch is
+    dispatched before the result of the one ``PENDING_BATCHES`` earlier is read, so MXNet computes
+    while Python pads the next ones (and at most that many batches' inputs wait in memory)."""
+    request = len(seqs) <= REQUEST_ROWS
+    batches = iter_batches(seqs, None, batch_size or 0, num_buckets or INFERENCE_BUCKETS, ctx=ctx,
+                           round_to=REQUEST_ROUND_TO if request else INFERENCE_ROUND_TO,
+                           max_tokens=None if batch_size else INFERENCE_TOKENS)
+    pending: deque = deque()
     out: np.ndarray | None = None
-    for inputs, _, idx in iter_batches(seqs, None, batch_size or 0, num_buckets, ctx=ctx, round_to=INFERENCE_ROUND_TO,
-                                       max_tokens=None if batch_size else INFERENCE_TOKENS):
-        logits = net(*inputs).asnumpy()
-        if out is None:
-            out = np.zeros((len(seqs), logits.shape[1]), dtype=np.float64)
-        out[idx] = logits
+    for inputs, _, idx in batches:
+        pending.append((net(*inputs), idx))
+        while len(pending) > PENDING_BATCHES:
+            out = _collect(out, len(seqs), *pending.popleft())
+    while pending:
+        out = _collect(out, len(seqs), *pending.popleft())
     return out if out is not None else np.zeros((0, 1))
+
+
+def _collect(out: np.ndarray | None, n: int, logits: mx.nd.NDArray, idx: np.ndarray) -> np.ndarray:
+    logits = logits.asnumpy()
+    if out is None:
+        out = np.zeros((n, logits.shape[1]), dtype=np.float64)
+    out[idx] = logits
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -143,7 +189,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def predict_proba(net: gluon.HybridBlock, seqs: Sequence, batch_size: int | None = None,
-                  ctx: mx.Context | None = None, num_buckets: int = 10) -> np.ndarray:
+                  ctx: mx.Context | None = None, num_buckets: int | None = None) -> np.ndarray:
     """Positive-class probability for every review, in input order."""
     return sigmoid(predict_logits(net, seqs, batch_size, ctx, num_buckets)[:, 0])
 

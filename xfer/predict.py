@@ -11,7 +11,8 @@ The file is read ``chunk_size`` rows at a time (memory does not grow with its si
 written to a temporary file beside ``output`` and renamed at the end, so ``output`` is
 either complete or untouched. The input is never overwritten.
 
-Options (``key=value``): model, input, output, chunk_size (5000), batch_size (256),
+Options (``key=value``): model, input, output, chunk_size (5000), batch_size (0: batches of
+about 32,768 tokens, grouped by length; N: of N reviews),
 max_text_chars (100000; longer reviews are an error), tracking_uri, progress (true).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .errors import ConfigError, DataError, cli_main
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"model": None, "input": None, "output": None, "chunk_size": 5000, "batch_size": 256,
+DEFAULTS: dict[str, Any] = {"model": None, "input": None, "output": None, "chunk_size": 5000, "batch_size": 0,
                             "max_text_chars": 100_000, "tracking_uri": None, "progress": True}
 
 
@@ -65,8 +66,8 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
             opts[key] = int(opts[key])
         except ValueError:
             raise ConfigError(f"{key}: {opts[key]!r} is not an integer") from None
-        if opts[key] < 1:
-            raise ConfigError(f"{key}: must be >= 1")
+        if opts[key] < (0 if key == "batch_size" else 1):
+            raise ConfigError(f"{key}: must be >= {0 if key == 'batch_size' else 1}")
     opts["progress"] = str(opts["progress"]).lower() not in ("false", "0", "no", "off")
     return opts
 
@@ -77,7 +78,7 @@ def _output_names(columns: Sequence[str]) -> tuple[str, str]:
     return "probability", "label"
 
 
-def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000, batch_size: int = 256,
+def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000, batch_size: int = 0,
                 max_text_chars: int | None = 100_000, progress: bool = False) -> PredictResult:
     """Stream ``src`` through ``bundle`` into ``dst`` (atomically); see the module docs."""
     src, dst = Path(src), Path(dst)
@@ -102,7 +103,7 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
                                                  on_bad_lines="error"), src):
             if chunk.empty:
                 continue
-            pred = bundle.predict_frame(chunk, str(src), batch_size, max_text_chars)
+            pred = bundle.predict_frame(chunk, str(src), batch_size or None, max_text_chars)
             p_name, l_name = _output_names(list(chunk.columns))
             out = chunk.assign(**{p_name: pred["probability"].to_numpy(), l_name: pred["label"].to_numpy()})
             out.to_csv(tmp, mode="a" if rows else "w", header=not rows, index=False)

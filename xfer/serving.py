@@ -53,7 +53,8 @@ class XferModel(PythonModel):
         self.bundle = load_bundle(context.artifacts["bundle"], fetch=resolve_bundle)
         cfg = dict(getattr(context, "model_config", None) or {})
         self.max_text_chars = int(cfg.get("max_text_chars", MAX_TEXT_CHARS))
-        self.batch_size = int(cfg.get("batch_size", 256))
+        self.batch_size = int(cfg.get("batch_size", 0)) or None  # 0: batches of about 32,768 tokens
+        self.bundle.warm_up()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Raw reviews in the training data's columns -> ``probability`` and ``label``. (The
@@ -103,7 +104,7 @@ def model_kwargs(bundle, example: pd.DataFrame | None = None,
     return {"python_model": str(PACKAGE_DIR / "_pyfunc_model.py"), "artifacts": {"bundle": str(bundle.path)},
             "code_paths": [str(PACKAGE_DIR)], "pip_requirements": pip_requirements(),
             "signature": signature(bundle), "input_example": input_example(bundle, example),
-            "model_config": {"max_text_chars": int(max_text_chars), "batch_size": 256},
+            "model_config": {"max_text_chars": int(max_text_chars), "batch_size": 0},
             "metadata": {"xfer_fingerprint": str(bundle.meta.get("fingerprint", "")),
                          "xfer_data": str(bundle.meta.get("data", "")),
                          "xfer_version": str(bundle.meta.get("xfer_version", ""))}}
