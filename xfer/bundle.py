@@ -89,16 +89,20 @@ class Bundle:
         return predict_proba(self.net, self.sequences(frame), batch_size=batch_size)
 
     def warm_up(self) -> None:
-        """Score one review of every padded request length up to ``max_len``, so that a server's
-        first request of each length does not pay oneDNN's kernel compilation (tens of ms)."""
+        """Score one review of every padded request length up to ``max_len``, longest first, then
+        one raw row, so that a server's first request of each length does not pay oneDNN's kernel
+        compilation (tens of ms). Longest first: after the largest shape, MXNet's statically
+        allocated memory fits every smaller one (shortest first left single-review requests
+        at twice the median latency, experiments/README.md)."""
         from .encode import REQUEST_ROUND_TO, predict_logits
         from .models import bag_spec
 
         longest = int(self.model_cfg.get("max_len") or 1024)
         bag = bag_spec(self.model_cfg["architecture"]) is not None
-        for t in range(REQUEST_ROUND_TO, longest + REQUEST_ROUND_TO, REQUEST_ROUND_TO):
+        for t in range(-(-longest // REQUEST_ROUND_TO) * REQUEST_ROUND_TO, 0, -REQUEST_ROUND_TO):
             ids = np.ones(t, dtype=np.int32)
             predict_logits(self.net, [(ids, np.arange(1, 2 * t + 1, dtype=np.int32)) if bag else ids])
+        self.predict_frame(pd.DataFrame({c: ["a warm-up review"] for c in self.input_columns}))
 
     @property
     def inputs(self) -> dict:
