@@ -7,7 +7,9 @@ of ``--rounds``): the fitted sklearn preprocessing (``preprocess_seconds``: toke
 id lookup), the network's inputs (``prepare_seconds``: truncation and the n-gram bags),
 batching plus the forward pass (``forward_seconds``) and all of ``Bundle.predict_frame``
 (``predict_seconds``, ``reviews_per_second``) as the pyfunc model and ``xfer.predict`` call it.
-Writes ``experiments/results/serving_profile[_NAME].json``.
+``conv_gflops_per_second`` is the CNN's convolution arithmetic over the reviews' own tokens per
+second of the forward pass: how close the forward pass is to the CPU's peak. Writes
+``experiments/results/serving_profile[_NAME].json``.
 """
 from __future__ import annotations
 
@@ -41,12 +43,20 @@ def stages(bundle, frame: pd.DataFrame, batch_size: int) -> dict[str, float]:
                              spec["buckets"], cfg.get("truncate", "head"), spec["ngrams"], spec["unique"],
                              bag=bag_spec(arch))
     t2 = time.perf_counter()
-    predict_logits(bundle.net, seqs, batch_size=batch_size)
+    predict_logits(bundle.net, seqs, batch_size=batch_size or None)
     t3 = time.perf_counter()
-    bundle.predict_frame(frame, batch_size=batch_size)
+    bundle.predict_frame(frame, batch_size=batch_size or None)
     t4 = time.perf_counter()
     return {"preprocess_seconds": t1 - t0, "prepare_seconds": t2 - t1, "forward_seconds": t3 - t2,
-            "predict_seconds": t4 - t3}
+            "predict_seconds": t4 - t3, "tokens": sum(len(s[0]) if isinstance(s, tuple) else len(s) for s in seqs)}
+
+
+def conv_flops_per_token(arch: dict) -> float:
+    """Multiply-adds x 2 of the CNN's convolutions per input token (0 for other encoders)."""
+    enc = arch["encoder"]
+    if enc["type"] != "cnn":
+        return 0.0
+    return 2.0 * arch["embedding"]["size"] * enc["filters"] * sum(enc["widths"])
 
 
 def main() -> None:
@@ -55,7 +65,7 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=0, help="0: batches of about 32,768 tokens (the default)")
     ap.add_argument("--name", default="")
     args = ap.parse_args()
     prov = provenance()
@@ -69,12 +79,15 @@ def main() -> None:
            "rows": len(frame), "rounds": args.rounds, "batch_size": args.batch_size,
            "architecture": bundle.model_cfg["architecture"], "max_len": bundle.model_cfg.get("max_len"),
            **med, "reviews_per_second": len(frame) / med["predict_seconds"],
+           # the convolutions' arithmetic rate over the reviews' own tokens (padding not counted)
+           "conv_gflops_per_second": med["tokens"] * conv_flops_per_token(bundle.model_cfg["architecture"])
+           / med["forward_seconds"] / 1e9,
            "share": {k.removesuffix("_seconds"): med[k] / total for k in
                      ("preprocess_seconds", "prepare_seconds", "forward_seconds")}}
     name = f"serving_profile_{args.name}" if args.name else "serving_profile"
     path = ROOT / "experiments" / "results" / f"{name}.json"
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(json.dumps({k: out[k] for k in (*med, "reviews_per_second", "share")}, indent=2))
+    print(json.dumps({k: out[k] for k in (*med, "reviews_per_second", "conv_gflops_per_second", "share")}, indent=2))
 
 
 if __name__ == "__main__":
