@@ -51,6 +51,9 @@ class Trainer:
     max_epochs: int = key(4, "epochs at most; early stopping may end sooner", ge=1)
     batch_size: int = key(64, "reviews per training batch", ge=1)
     num_buckets: int = key(10, "gluonnlp FixedBucketSampler length buckets", ge=1)
+    round_to: int = key(16, "pad each training batch to a multiple of this many tokens: a bounded set of batch "
+                            "shapes, so oneDNN's per-shape kernel cache (and the memory it holds) stops growing",
+                        ge=1)
     max_len: Optional[int] = key(1000, "tokens kept per review (null: all)", ge=1)
     truncate: str = key("head", "which end of a long review to keep", choices=("head", "tail"))
     patience: int = key(2, "epochs without a better validation ROC-AUC before stopping", ge=1)

@@ -338,7 +338,7 @@ def train_epoch(state: FitState, loss_fn, clip: float) -> dict[str, float]:
     bar = tqdm(total=len(x), desc=f"epoch {state.epoch + 1}/{cfg['max_epochs']}", unit="ex",
                disable=not cfg["progress"], leave=False, mininterval=1.0)
     for inputs, y, _ in iter_batches(x, y_all, cfg["batch_size"], cfg["num_buckets"], shuffle=True,
-                                     seed=state.seed * 1000 + state.epoch, ctx=state.ctx):
+                                     seed=state.seed * 1000 + state.epoch, ctx=state.ctx, round_to=cfg["round_to"]):
         with autograd.record():
             out = net(*inputs)
             loss = loss_fn(out[:, columns[0]], y)
