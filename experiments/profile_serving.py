@@ -1,6 +1,6 @@
 """Where batch prediction spends its time, stage by stage, for one bundle on this machine.
 
-    python experiments/profile_serving.py --bundle <bundle dir | run id> [--rows 5000] [--name NAME]
+    python experiments/profile_serving.py [--bundle <bundle dir | run id>] [--rows 5000] [--name NAME]
 
 Times, on the first ``--rows`` IMDB test reviews (a fresh read of the CSV each round, median
 of ``--rounds``): the fitted sklearn preprocessing (``preprocess_seconds``: tokenizing and
@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def conv_flops_per_token(arch: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--bundle", default=None, help="default: train `+experiment=imdb_base` into a scratch store")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -69,14 +70,18 @@ def main() -> None:
     ap.add_argument("--name", default="")
     args = ap.parse_args()
     prov = provenance()
-    bundle = resolve_bundle(args.bundle, args.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="profile_serving_") as tmp:
+        if args.bundle is None:
+            from bench_serving import default_base
+
+            args.bundle, args.tracking_uri = default_base(Path(tmp))
+        bundle = resolve_bundle(args.bundle, args.tracking_uri)
     frame = pd.read_csv(data_dir() / "imdb" / "test.csv.gz", nrows=args.rows)[["text"]]
     stages(bundle, frame.head(500), args.batch_size)  # warm-up: oneDNN kernels per shape
     rounds = [stages(bundle, frame, args.batch_size) for _ in range(args.rounds)]
     med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     total = med["preprocess_seconds"] + med["prepare_seconds"] + med["forward_seconds"]
-    out = {**prov, "command": "python " + " ".join(["experiments/profile_serving.py", *sys.argv[1:]]),
-           "rows": len(frame), "rounds": args.rounds, "batch_size": args.batch_size,
+    out = {**prov, "rows": len(frame), "rounds": args.rounds, "batch_size": args.batch_size,
            "architecture": bundle.model_cfg["architecture"], "max_len": bundle.model_cfg.get("max_len"),
            **med, "reviews_per_second": len(frame) / med["predict_seconds"],
            # the convolutions' arithmetic rate over the reviews' own tokens (padding not counted)

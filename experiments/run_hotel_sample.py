@@ -2,7 +2,9 @@
 `python -m xfer.run +experiment=hotel_transfer` (the job trains its IMDB base first, then runs every
 method on 5 seeded splits of the 499 reviews).
 
-    python experiments/run_hotel_sample.py [overrides ...]
+    python experiments/run_hotel_sample.py [--name NAME] [--out-dir DIR] [overrides ...]
+    python experiments/run_hotel_sample.py --report      # the page again from the JSON
+
 
 Writes experiments/results/hotel_transfer_sample.json (provenance, resolved config, per-split
 records, summary; metric names as in MLflow), experiments/hotel_transfer_sample.md (generated
@@ -79,8 +81,20 @@ def render(record: dict) -> str:
 
 def main(argv: list[str]) -> None:
     global NAME
-    if argv[:1] == ["--name"]:
-        NAME, argv = argv[1], argv[2:]
+    out_dir, report_only = HERE, False
+    while argv[:1] and argv[0] in ("--name", "--out-dir", "--report"):
+        if argv[0] == "--report":
+            report_only, argv = True, argv[1:]
+            continue
+        if argv[0] == "--name":
+            NAME = argv[1]
+        else:
+            out_dir = Path(argv[1])
+        argv = argv[2:]
+    (out_dir / "results").mkdir(parents=True, exist_ok=True)
+    if report_only:  # the page again, from the recorded JSON
+        (out_dir / f"{NAME}.md").write_text(render(json.loads((out_dir / "results" / f"{NAME}.json").read_text())))
+        return
     prov = provenance()  # before this script writes into the tree
     with tempfile.TemporaryDirectory(prefix="xfer-hotel-") as tmp:
         cfg = validate(compose_config(["+experiment=hotel_transfer", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
@@ -92,7 +106,7 @@ def main(argv: list[str]) -> None:
         for tag in ("base", "transferred"):
             png = Path(tmp) / "out" / f"tsne_{tag}.png"
             if png.exists():
-                shutil.copy(png, HERE / f"{NAME}_tsne_{tag}.png")
+                shutil.copy(png, out_dir / f"{NAME}_tsne_{tag}.png")
         base_metrics = json.loads(next((Path(tmp) / "out" / "base").glob("metrics.json")).read_text()) \
             if (Path(tmp) / "out" / "base" / "metrics.json").exists() else {}
         record = {**prov, "wall_seconds": wall, "config": cfg, **disk_use(Path(tmp)),
@@ -103,8 +117,8 @@ def main(argv: list[str]) -> None:
                   "summary": result["summary"].to_dict("records"),
                   "records": [{k: v for k, v in r.items() if k != "run_id"} for r in result["records"]]}
         record = portable(record, tmp)
-    (HERE / "results" / f"{NAME}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (HERE / f"{NAME}.md").write_text(render(record))
+    (out_dir / "results" / f"{NAME}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / f"{NAME}.md").write_text(render(record))
     print(render(record))
 
 
