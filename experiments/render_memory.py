@@ -27,8 +27,7 @@ def main() -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
     block = f"<!-- memory table -->\n{table(record)}\n<!-- end memory table -->"
-    text = re.sub(r"<!-- memory table -->.*?(<!-- end memory table -->|(?=\n\n))", lambda _: block, text,
-                  count=1, flags=re.S)
+    text = re.sub(r"<!-- memory table -->.*?<!-- end memory table -->", lambda _: block, text, count=1, flags=re.S)
     readme.write_text(text)
 
 
