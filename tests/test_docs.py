@@ -21,3 +21,9 @@ def test_memory_table_is_generated_from_its_json():
 def test_hotel_sample_page_is_generated_from_its_json():
     record = json.loads((ROOT / "experiments" / "results" / "hotel_transfer_sample.json").read_text())
     assert _script("run_hotel_sample").render(record) == (ROOT / "experiments" / "hotel_transfer_sample.md").read_text()
+
+
+def test_readme_results_section_is_generated_from_the_studies_json():
+    readme = (ROOT / "README.md").read_text()
+    assert _script("render_results").section() in readme, \
+        "README.md: results section out of date (python experiments/render_results.py)"
