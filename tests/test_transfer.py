@@ -250,3 +250,16 @@ def test_transfer_job_reuses_its_base_and_the_controls_in_process(tmp_path):
             assert again[r["method"]]["test_roc_auc"] == pytest.approx(r["test_roc_auc"], abs=1e-12)
     third = job("schedule=frozen", "heads.tfidf_lr.C=1.0")
     assert {r["method"] for r in third["records"] if r["reused"]} == {"scratch", "catboost_embeddings"}
+    # every run shows its data in MLflow's Dataset column and its code in Source / git commit;
+    # the comparison children carry the tags the runs table groups by
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for r in first["records"]:
+        run = client.get_run(r["run_id"])
+        inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
+        assert inputs == {("hotel", "training"), ("hotel", "validation"), ("hotel", "test")}
+        assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]
+        assert {"xfer.method", "xfer.n_train", "xfer.seed", "xfer.data"} <= set(run.data.tags)
+    base = client.get_run(first["base"]["run_id"])
+    assert {d.tags[0].value for d in base.inputs.dataset_inputs} == {"training", "validation", "test"}

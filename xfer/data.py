@@ -392,7 +392,7 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
         train = _stratified_take(train, n_train, seed, "data.n_train")
     cats = list(_categorical_spec(cfg))
     info = {"n_train": len(train), "n_val": len(val), "n_test": len(test),
-            "pos_rate_train": float(train["label"].mean())}
+            "pos_rate_train": float(train["label"].mean()), "files": {k: str(v) for k, v in files.items()}}
     return Dataset(name=cfg["name"], train=train.reset_index(drop=True),
                    val=val.reset_index(drop=True), test=test.reset_index(drop=True),
                    categorical=cats, checksum=dataset_checksum(cfg), info=info)

@@ -2,6 +2,7 @@
 and key package versions, the exact command. Every results JSON under ``experiments/`` carries it."""
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import os
 import platform
@@ -20,6 +21,12 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the code this process runs (None outside a git checkout)."""
+    return _git("rev-parse", "HEAD")
 
 
 def cpu_model() -> str:

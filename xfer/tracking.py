@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #: example by loading it): the job's console shows its own progress instead
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 MAX_PARAM_LEN = 6000
+#: a Dataset's split -> MLflow's dataset context
+DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 
 
 def flatten(cfg: Mapping, prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -89,6 +91,10 @@ class NullTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.artifacts.append((artifact_file, None))
+
+    def log_datasets(self, ds) -> None:
+        """The run's train/validation/test frames (a ``xfer.data.Dataset``) as its inputs."""
+        self.datasets = [(ds.name, DATASET_CONTEXT[split]) for split in ds.splits()]
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update(tags)
@@ -184,9 +190,30 @@ class MlflowTracker(NullTracker):
     def artifact_uri(self) -> str | None:
         return self.client.get_run(self.run_id).info.artifact_uri if self.run_id else None
 
+    def log_datasets(self, ds) -> None:
+        """Each split as an MLflow dataset input: name, digest of its rows, source file, context
+        (training / validation / test), shown in the runs table's Dataset column."""
+        from mlflow.data import from_pandas
+        from mlflow.data.dataset_source_registry import get_registered_sources
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        # MLflow registers its local-file source class twice and warns that a path is ambiguous
+        local = next(c for c in get_registered_sources() if c._get_source_type() == "local")
+        files = ds.info.get("files", {})
+        inputs = []
+        for split, frame in ds.splits().items():
+            source = files.get("test" if split == "test" else "train") or files.get("all") or ds.name
+            # integer columns (the label) logged as floats: MLflow's schema inference warns about ints
+            ints = {c: "float64" for c in frame.columns if pd_is_integer(frame[c])}
+            data = from_pandas(frame.astype(ints), source=local(source), name=ds.name)
+            inputs.append(DatasetInput(data._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT,
+                                                                           DATASET_CONTEXT[split])]))
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
     def start(self, run_name: str, tags: Mapping[str, str] | None = None,
               parent_run_id: str | None = None) -> str:
-        all_tags = {k: str(v) for k, v in {**self.default_tags, **(tags or {})}.items()}
+        all_tags = {**source_tags(), **{k: str(v) for k, v in {**self.default_tags, **(tags or {})}.items()}}
         parent_run_id = parent_run_id or self.default_parent
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -305,6 +332,24 @@ class MlflowTracker(NullTracker):
                                        order_by=["attributes.start_time DESC"])
         return [{"run_id": r.info.run_id, "status": r.info.status, "tags": r.data.tags,
                  "metrics": r.data.metrics, "artifact_uri": r.info.artifact_uri} for r in runs]
+
+
+def pd_is_integer(column) -> bool:
+    from pandas.api.types import is_integer_dtype
+
+    return is_integer_dtype(column)
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (the runs table's Source column, the run page's git commit): the
+    command that made the run and the commit of the code, when it runs from a git checkout."""
+    from .provenance import command, git_commit
+
+    tags = {"mlflow.source.name": command(), "mlflow.source.type": "LOCAL"}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def store_error(uri: str, exc: BaseException):

@@ -184,6 +184,7 @@ def run_method(name: str, split: Split, parent: NullTracker, tags: Mapping[str, 
         run_tags = {**tags, **({"xfer.fingerprint": fp} if fp else {})}
         with tracked_run(parent.child(), f"{split.ds.name}-{label}-n{split.n_train}-s{split.seed}", run_tags,
                          parent.run_id) as child:
+            child.log_datasets(split.ds)
             metrics, kept = method.run(split, child)
             child.log_metrics(metrics)
         release_memory()

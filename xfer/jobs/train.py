@@ -145,6 +145,7 @@ def _prepare(cfg: Mapping) -> dict:
 
 def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:
     tracker.log_params(flatten(cfg))
+    tracker.log_datasets(job["ds"])
     tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
     tracker.log_params({"vocab_size": job["vocab"], **{f"rows.{k}": len(v[0]) for k, v in job["splits"].items()},
                         **{f"params.{k}": v for k, v in layer_param_counts(job["net"]).items()}})
