@@ -1,7 +1,7 @@
 """Parallel safety of sweeps on the sqlite MLflow store: 8 jobs on 2 joblib workers, 5 times,
 all into one store; counts runs started / finished / lost and "database is locked" errors.
 
-    python experiments/bench_parallel_safety.py [--repeats 5] [--jobs 8] [--store /tmp/parallel_safety]
+    python experiments/bench_parallel_safety.py [--repeats 5] [--jobs 8] [--store DIR]
 
 Each job is a small but complete training run (data, preprocessing, 1 epoch, test metrics,
 bundle, pyfunc model, training curve: every kind of MLflow write a real job makes).
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,14 +24,25 @@ JOB = ["+experiment=imdb_base", "model=pool", "data.limit=200", "trainer.max_epo
 
 
 def main() -> None:
+    from xfer.provenance import provenance
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=8)
-    ap.add_argument("--store", default="/tmp/parallel_safety")
+    ap.add_argument("--store", default=None, help="a directory to keep the store in (default: temporary)")
     args = ap.parse_args()
-    store = Path(args.store)
-    shutil.rmtree(store, ignore_errors=True)
-    store.mkdir(parents=True)
+    prov = provenance()
+    with tempfile.TemporaryDirectory(prefix="parallel_safety_") as tmp:
+        store = Path(args.store or tmp)
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir(parents=True)
+        out = measure(store, args)
+    dest = ROOT / "experiments" / "results" / "parallel_safety.json"
+    dest.write_text(json.dumps({**prov, **out}, indent=2) + "\n")
+    print(dest)
+
+
+def measure(store: Path, args: argparse.Namespace) -> dict:
     uri = f"sqlite:///{store / 'mlflow.db'}"
     seeds = ",".join(str(i) for i in range(args.jobs))
     sweeps = []
@@ -59,14 +69,9 @@ def main() -> None:
                        "distinct_output_dirs": len({r.data.tags.get("xfer.job_num") for r in jobs})})
         print(sweeps[-1], flush=True)
     total = {k: sum(s[k] for s in sweeps) for k in ("runs_started", "runs_finished", "runs_lost", "lock_errors")}
-    out = {"command": f"python experiments/{Path(__file__).name} --repeats {args.repeats} --jobs {args.jobs}",
-           "jobs_per_sweep": args.jobs, "workers": 2, "sweeps": sweeps, **total,
-           "target": f"{args.jobs * args.repeats}/{args.jobs * args.repeats} finished, 0 lost",
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}}
-    dest = ROOT / "experiments" / "results" / "parallel_safety.json"
-    dest.write_text(json.dumps(out, indent=2))
-    print(json.dumps(total), dest)
-
+    print(json.dumps(total), flush=True)
+    return {"jobs_per_sweep": args.jobs, "workers": 2, "sweeps": sweeps, **total,
+            "target": f"{args.jobs * args.repeats}/{args.jobs * args.repeats} finished, 0 lost"}
 
 if __name__ == "__main__":
     main()
