@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from xfer.config import compose_config
+from xfer.data import data_dir
 from xfer.jobs import run_task
 from xfer.provenance import provenance
 from xfer.schema import validate
@@ -70,7 +71,9 @@ def main() -> None:
                         "train_seconds_max": max(r["train_seconds"] for r in runs if r["encoder"] == enc)}
     record = {**prov, "data": "IMDB official split: 22,500 train / 2,500 validation (seeded) / 25,000 test",
               "summary": summary, "runs": runs}
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    # the data root of this machine becomes $XFER_DATA_DIR, as configs spell it
+    text = json.dumps(record, indent=2).replace(str(data_dir()), "$XFER_DATA_DIR")
+    Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
