@@ -146,9 +146,6 @@ def imdb_table() -> str:
 
 def studies_table() -> str:
     """The list of studies at the top of experiments/README.md, with each record's commit and date."""
-    import sys as _sys
-
-    _sys.path.insert(0, str(ROOT))
     from xfer.study import load_studies
 
     rows = ["| study | measures | command | recorded |", "|---|---|---|---|"]

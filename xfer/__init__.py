@@ -20,20 +20,28 @@ if "mxnet" not in sys.modules:
     os.environ.setdefault("MXNET_MKLDNN_CACHE_NUM", "64")
 
 
+def glibc():
+    """The C library's functions of this process on Linux (``mallopt``, ``malloc_trim``), else None.
+    The process's own symbols: no library search (``ctypes.util.find_library`` runs a subprocess)."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 def _fewer_malloc_arenas(n: int = 2) -> None:
     """glibc gives each thread that contends for the heap its own arena (up to 8 per core), and
     memory freed in one arena is not reused by the others: MXNet's engine and OpenMP threads
     allocate and free arrays of every size, so the arenas' high-water marks add up. Two arenas
-    (M_ARENA_MAX) keep a base training job's RSS about 200 MB lower at no measured cost."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and name and "MALLOC_ARENA_MAX" not in os.environ:
-        try:
-            ctypes.CDLL(name).mallopt(-8, n)  # M_ARENA_MAX
-        except (OSError, AttributeError):
-            pass
+    (M_ARENA_MAX) keep the arenas' sum down (see the Memory section of experiments/README.md)."""
+    libc = glibc()
+    if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        libc.mallopt(-8, n)  # M_ARENA_MAX
 
 
 _fewer_malloc_arenas()

@@ -73,8 +73,8 @@ INFERENCE_ROUND_TO = 16
 REQUEST_ROUND_TO = 32
 #: a batch of at most this many reviews is a request
 REQUEST_ROWS = 16
-#: inference groups reviews of about equal length into this many buckets (gluonnlp's
-#: FixedBucketSampler): 12 % less padding than the 10 buckets of training on IMDB
+#: with a fixed ``batch_size`` inference groups reviews of about equal length into this many
+#: buckets (gluonnlp's FixedBucketSampler): more buckets than training's 10, so less padding
 INFERENCE_BUCKETS = 60
 #: inference batches hold about this many tokens (``use_average_length``): many short reviews or a
 #: few long ones, so activation memory is bounded by tokens, not by reviews (256 whole IMDB reviews
@@ -161,19 +161,26 @@ def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int | Non
     ``batch_size`` reviews, or (None) of about ``INFERENCE_TOKENS`` tokens. Every batch is
     dispatched before the result of the one ``PENDING_BATCHES`` earlier is read, so MXNet computes
     while Python pads the next ones (and at most that many batches' inputs wait in memory)."""
-    request = len(seqs) <= REQUEST_ROWS
-    batches = iter_batches(seqs, None, batch_size or 0, num_buckets or INFERENCE_BUCKETS, ctx=ctx,
-                           round_to=REQUEST_ROUND_TO if request else INFERENCE_ROUND_TO,
-                           max_tokens=None if batch_size else INFERENCE_TOKENS)
     pending: deque = deque()
     out: np.ndarray | None = None
-    for inputs, _, idx in batches:
+    for inputs, _, idx in inference_batches(seqs, batch_size, ctx, num_buckets):
         pending.append((net(*inputs), idx))
         while len(pending) > PENDING_BATCHES:
             out = _collect(out, len(seqs), *pending.popleft())
     while pending:
         out = _collect(out, len(seqs), *pending.popleft())
     return out if out is not None else np.zeros((0, 1))
+
+
+def inference_batches(seqs: Sequence, batch_size: int | None = None, ctx: mx.Context | None = None,
+                      num_buckets: int | None = None) -> Iterator[tuple]:
+    """``iter_batches`` as inference uses it: batches of about ``INFERENCE_TOKENS`` tokens (or of
+    ``batch_size`` reviews), padded to ``INFERENCE_ROUND_TO``, or to ``REQUEST_ROUND_TO`` for a
+    request of a few reviews."""
+    request = len(seqs) <= REQUEST_ROWS
+    return iter_batches(seqs, None, batch_size or 0, num_buckets or INFERENCE_BUCKETS, ctx=ctx,
+                        round_to=REQUEST_ROUND_TO if request else INFERENCE_ROUND_TO,
+                        max_tokens=None if batch_size else INFERENCE_TOKENS)
 
 
 def _collect(out: np.ndarray | None, n: int, logits: mx.nd.NDArray, idx: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .encode import INFERENCE_ROUND_TO, INFERENCE_TOKENS, iter_batches
+from .encode import inference_batches
 from .errors import ConfigError
 from .models import layer_names
 
@@ -18,8 +18,7 @@ def layer_embeddings(net, seqs: Sequence, layer: str, batch_size: int | None = N
     if layer not in layer_names(net):
         raise ConfigError(f"layer: unknown layer {layer!r} (one of {', '.join(layer_names(net))})")
     out: np.ndarray | None = None
-    for inputs, _, idx in iter_batches(seqs, None, batch_size or 0, round_to=INFERENCE_ROUND_TO,
-                                       max_tokens=None if batch_size else INFERENCE_TOKENS):
+    for inputs, _, idx in inference_batches(seqs, batch_size):
         vec = net.layer_outputs(*inputs)[layer].asnumpy()
         if out is None:
             out = np.zeros((len(seqs), vec.shape[1]), dtype=np.float32)

@@ -66,8 +66,9 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
             opts[key] = int(opts[key])
         except ValueError:
             raise ConfigError(f"{key}: {opts[key]!r} is not an integer") from None
-        if opts[key] < (0 if key == "batch_size" else 1):
-            raise ConfigError(f"{key}: must be >= {0 if key == 'batch_size' else 1}")
+        low = 0 if key == "batch_size" else 1  # batch_size 0: batches by tokens
+        if opts[key] < low:
+            raise ConfigError(f"{key}: must be >= {low}")
     opts["progress"] = str(opts["progress"]).lower() not in ("false", "0", "no", "off")
     return opts
 

@@ -11,13 +11,12 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
-from .locate import (DEFAULT_URI, MODEL_TAG, download_artifacts, load_downloaded,  # noqa: F401 - re-exported
-                     resolve_bundle, run_bundle_uri, tracking_uri)
+from .locate import (DEFAULT_URI, MODEL_TAG, download_artifacts, resolve_bundle,  # noqa: F401 - re-exported
+                     run_bundle_uri, tracking_uri)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +196,7 @@ class MlflowTracker(NullTracker):
         from mlflow.data.dataset_source_registry import get_registered_sources
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+        from pandas.api.types import is_integer_dtype
 
         # MLflow registers its local-file source class twice and warns that a path is ambiguous
         local = next(c for c in get_registered_sources() if c._get_source_type() == "local")
@@ -205,7 +205,7 @@ class MlflowTracker(NullTracker):
         for split, frame in ds.splits().items():
             source = files.get("test" if split == "test" else "train") or files.get("all") or ds.name
             # integer columns (the label) logged as floats: MLflow's schema inference warns about ints
-            ints = {c: "float64" for c in frame.columns if pd_is_integer(frame[c])}
+            ints = {c: "float64" for c in frame.columns if is_integer_dtype(frame[c])}
             data = from_pandas(frame.astype(ints), source=local(source), name=ds.name)
             inputs.append(DatasetInput(data._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT,
                                                                            DATASET_CONTEXT[split])]))
@@ -302,8 +302,7 @@ class MlflowTracker(NullTracker):
         get_artifact_repository(self.artifact_uri).delete_artifacts(path)
 
     def load_bundle(self, run_id: str):
-        return load_downloaded(run_bundle_uri(run_id, self.get_tags(run_id)), self.uri,
-                               fetch=partial(resolve_bundle, tracking_uri=self.uri))
+        return resolve_bundle(run_id, self.uri)
 
     def run_status(self, run_id: str) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -332,12 +331,6 @@ class MlflowTracker(NullTracker):
                                        order_by=["attributes.start_time DESC"])
         return [{"run_id": r.info.run_id, "status": r.info.status, "tags": r.data.tags,
                  "metrics": r.data.metrics, "artifact_uri": r.info.artifact_uri} for r in runs]
-
-
-def pd_is_integer(column) -> bool:
-    from pandas.api.types import is_integer_dtype
-
-    return is_integer_dtype(column)
 
 
 def source_tags() -> dict[str, str]:

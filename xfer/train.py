@@ -181,14 +181,13 @@ def release_memory() -> None:
     cycles, so their native arrays (hundreds of MB with the n-gram branch) are freed only when the
     cyclic collector runs; and glibc keeps freed heap pages of a multi-threaded process in its arenas
     unless asked to trim them."""
-    import ctypes
-    import ctypes.util
     import gc
 
+    from . import glibc
+
     gc.collect()
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only
+    libc = glibc()
+    if libc is not None:
         libc.malloc_trim(0)
 
 
@@ -407,8 +406,7 @@ def _run(state: FitState, handlers: list[Handler], checkpoint: Checkpoint, loss_
         for h in handlers:
             h.epoch_begin(state)
         state.metrics = train_epoch(state, loss_fn, clip)
-        state.val_logits = predict_logits(state.net, state.val[0], ctx=state.ctx,
-                                          num_buckets=state.cfg["num_buckets"])
+        state.val_logits = predict_logits(state.net, state.val[0], ctx=state.ctx)
         for h in handlers:
             if h is not checkpoint:
                 h.epoch_end(state)

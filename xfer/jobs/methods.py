@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..bundle import Bundle, fingerprint, save_bundle
+from ..bundle import DELTA, Bundle, fingerprint, save_bundle
 from ..data import Dataset, input_spec
 from ..features import layer_embeddings
 from ..encode import context
@@ -50,7 +50,7 @@ class Split:
 
     def base_identity(self) -> dict:
         files = self.base.meta.get("files", {})
-        return {"net": files.get("net.params") or files.get("net.delta.npz"), "preprocessor": files.get("preprocessor.joblib")}
+        return {"net": files.get("net.params") or files.get(DELTA), "preprocessor": files.get("preprocessor.joblib")}
 
 
 @dataclass
