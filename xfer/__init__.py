@@ -13,9 +13,8 @@ if "OMP_NUM_THREADS" not in os.environ and "mxnet" not in sys.modules:
 
 # oneDNN kernels are cached per input shape by MXNet, without limit unless this is set: with
 # length-bucketed batches of text the cache (and the scratch memory each kernel holds) grows
-# with every new batch shape, about 250 MB of a base training job's peak. 64 kernels hold the
-# shapes in use; a kernel evicted and needed again is compiled again (training speed unchanged,
-# experiments/README.md). Read when mxnet is imported.
+# with every new batch shape. 64 kernels hold the shapes in use; a kernel evicted and needed
+# again is compiled again (experiments/README.md, Memory). Read when mxnet is imported.
 if "mxnet" not in sys.modules:
     os.environ.setdefault("MXNET_MKLDNN_CACHE_NUM", "64")
 

@@ -93,7 +93,7 @@ class Bundle:
         one raw row, so that a server's first request of each length does not pay oneDNN's kernel
         compilation (tens of ms). Longest first: after the largest shape, MXNet's statically
         allocated memory fits every smaller one (shortest first left single-review requests
-        at twice the median latency, experiments/README.md)."""
+        slower, experiments/README.md)."""
         from .encode import REQUEST_ROUND_TO, predict_logits
         from .models import bag_spec
 
