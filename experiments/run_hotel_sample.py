@@ -23,46 +23,18 @@ import time
 from pathlib import Path
 
 from xfer.config import compose_config
-from xfer.data import data_dir
 from xfer.jobs import run_task
 from xfer.plots import markdown_table
 from xfer.provenance import provenance
 from xfer.schema import validate
 from xfer.tracking import make_tracker
 
+from studylib import disk_use, portable
+
 HERE = Path(__file__).resolve().parent
 NAME = "hotel_transfer_sample"
 COLUMNS = ["method", "n_train", "repeats", "test_roc_auc", "test_roc_auc_std", "test_accuracy", "test_f1",
            "train_seconds"]
-
-
-def portable(obj, tmp: str):
-    """Paths of this machine out of a record: the data root becomes $XFER_DATA_DIR."""
-    text = json.dumps(obj).replace(str(data_dir()), "$XFER_DATA_DIR").replace(tmp, "<temporary directory>")
-    return json.loads(text)
-
-
-def _mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20 if path.exists() else 0.0
-
-
-def disk_use(tmp: Path) -> dict:
-    """MB of MLflow artifacts per run (its own artifacts plus the logged model it owns) and of the
-    job's output directory."""
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp}/mlflow.db")
-    sizes = []
-    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
-        mb = _mb(Path(run.info.artifact_uri.removeprefix("file://")))
-        model = run.data.tags.get("xfer.model_uri")
-        if model:
-            location = client.get_logged_model(model.removeprefix("models:/")).artifact_location
-            mb += _mb(Path(location.removeprefix("file://")))
-        sizes.append((run.data.tags.get("xfer.task"), run.data.tags.get("xfer.method") or "", mb))
-    return {"artifact_mb_per_base_run": max((mb for task, _, mb in sizes if task == "train"), default=0.0),
-            "artifact_mb_per_transfer_run": max((mb for _, m, mb in sizes if m.startswith("transfer_")), default=0.0),
-            "artifact_mb_all_runs": sum(mb for *_, mb in sizes), "outputs_mb": _mb(tmp / "out")}
 
 
 def render(record: dict) -> str:
@@ -109,7 +81,7 @@ def main(argv: list[str]) -> None:
                 shutil.copy(png, out_dir / f"{NAME}_tsne_{tag}.png")
         base_metrics = json.loads(next((Path(tmp) / "out" / "base").glob("metrics.json")).read_text()) \
             if (Path(tmp) / "out" / "base" / "metrics.json").exists() else {}
-        record = {**prov, "wall_seconds": wall, "config": cfg, **disk_use(Path(tmp)),
+        record = {**prov, "wall_seconds": wall, "config": cfg, **disk_use(f"sqlite:///{tmp}/mlflow.db", Path(tmp) / "out"),
                   "base": {k: v for k, v in result["base"].items() if k != "run_id"},
                   "base_test_accuracy": base_metrics.get("test_accuracy", float("nan")),
                   "note": f"{cfg['transfer']['repeats']} seeded stratified splits of the 499-row sample; mean and std "

@@ -93,8 +93,9 @@ def table_rows(record: Mapping, spec: Mapping) -> dict[str, dict[str, Any]]:
     if isinstance(rows, Mapping):
         items = rows.items()
     else:
-        key = spec.get("key")
-        items = ((str(r.get(key, i)) if key else str(i), r) for i, r in enumerate(rows))
+        keys = spec.get("key") or []
+        keys = [keys] if isinstance(keys, str) else keys  # a list: the row is named by several fields
+        items = ((" / ".join(str(r.get(k)) for k in keys) if keys else str(i), r) for i, r in enumerate(rows))
     cols = spec.get("columns") or []
     out = {}
     for name, row in items:

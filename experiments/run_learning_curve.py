@@ -1,0 +1,138 @@
+"""A learning curve run as a user runs it: `python -m xfer.run -m +experiment=<experiment>` into an
+empty MLflow store (the sweep trains its IMDB base once, then every job reuses it), followed by
+the report of what the store holds.
+
+    python experiments/run_learning_curve.py [--experiment learning_curve] [--name NAME]
+        [--store DIR] [--out-dir DIR] [-- overrides ...]
+    python experiments/run_learning_curve.py --name NAME --report   # the page again from the JSON
+
+Writes experiments/results/<name>.json (provenance; the sweep's command, exit code and wall time;
+the first job's resolved config and every job's overrides; what the store and the output
+directories hold on disk; one record per method, n_train and seed with its data set and base;
+the summary per method and n_train and the verdicts) and experiments/<name>.md / .png,
+generated from that JSON. `--store` keeps the store in an empty directory instead of a temporary
+one (for `mlflow ui`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from xfer.config import compose_config
+from xfer.provenance import provenance
+from xfer.report import crossover, learning_curve_plot, learning_curve_summary, learning_curve_table, runs_to_records
+from xfer.schema import validate
+
+from studylib import disk_use, mb, portable, store_runs
+
+HERE = Path(__file__).resolve().parent
+TITLES = {"learning_curve": "hotel_delhi: transfer from the IMDB base against the controls",
+          "learning_curve_hotel_sample": "hotel sample (499 rows): transfer against the controls"}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python experiments/run_learning_curve.py")
+    ap.add_argument("--experiment", default="learning_curve", help="the sweep's +experiment=")
+    ap.add_argument("--name", default=None, help="file name of the results (default: the experiment's)")
+    ap.add_argument("--store", default=None, help="an empty directory to keep the MLflow store in")
+    ap.add_argument("--out-dir", default=str(HERE), help="where results/<name>.json and <name>.md go")
+    ap.add_argument("--report", action="store_true", help="only regenerate the page from the JSON")
+    ap.add_argument("overrides", nargs="*", help="extra overrides of the sweep")
+    args = ap.parse_args(argv)
+    args.name = args.name or args.experiment
+    return args
+
+
+def sweep(store: Path, experiment: str, overrides: list[str]) -> dict:
+    """Run the sweep in ``store`` (its working directory) and read back what it recorded."""
+    if store.exists() and any(store.iterdir()):
+        raise SystemExit(f"{store}: not empty (the study starts from an empty store)")
+    store.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    user_args = ["-m", f"+experiment={experiment}", *overrides]
+    cmd = [sys.executable, "-m", "xfer.run", *user_args, f"tracking.uri={uri}",
+           f"tracking.artifact_location={store / 'artifacts'}", "trainer.progress=false", "base.trainer.progress=false"]
+    t0 = time.perf_counter()
+    with open(store / "sweep.log", "w") as log:
+        code = subprocess.call(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    runs = store_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+    jobs = [r for r in runs if parents and r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    bases = {r.info.run_id: r for r in runs if r.data.tags.get("xfer.task") == "train"}
+    finished = [{"run_id": r.info.run_id, "tags": r.data.tags, "metrics": r.data.metrics}
+                for r in runs if r.info.status == "FINISHED" and r.data.tags.get("xfer.task") == "transfer"]
+    records = []
+    for rec in runs_to_records(finished):
+        tags = next(r["tags"] for r in finished if r["run_id"] == rec["run_id"])
+        base = bases.get(tags.get("xfer.base_run", ""))
+        base_name = (f"{base.data.params.get('model.name', '?')}-{base.data.tags.get('xfer.fingerprint', '')[:8]}"
+                     if base else tags.get("xfer.base_source", "?"))
+        records.append({"data": tags.get("xfer.data"), "base": base_name,
+                        **{k: v for k, v in rec.items() if k != "run_id"}})
+    job_dirs = sorted((p.parent for p in store.glob("multirun/*/*/*/.hydra")), key=lambda d: int(d.name))
+    job_overrides = [yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) for d in job_dirs]
+    config = validate(compose_config(job_overrides[0])) if job_overrides else None
+    base_metrics = {b.data.params.get("model.name", "?"): b.data.metrics.get("test_accuracy") for b in bases.values()}
+    return {"sweep_command": " ".join(["python", "-m", "xfer.run", *user_args]), "exit_code": code,
+            "wall_seconds": wall, "jobs_started": len(jobs),
+            "jobs_finished": sum(r.info.status == "FINISHED" for r in jobs),
+            "jobs_failed": sum(r.info.status == "FAILED" for r in jobs), "bases_trained": len(bases),
+            "base_test_accuracy": base_metrics,
+            **disk_use(uri, store / "outputs"), "outputs_mb": mb(store / "outputs") + mb(store / "multirun"),
+            "store_mb": mb(store), "config": config, "job_overrides": [" ".join(o) for o in job_overrides], "records": records}
+
+
+def render(record: dict, name: str) -> str:
+    """The markdown page of a record (generated, never edited by hand)."""
+    m = record["machine"]
+    summary = learning_curve_summary(record["records"])
+    verdicts = "\n".join(f"- {v}" for v in record["verdicts"].values())
+    bases = ", ".join(f"{k} (IMDB test accuracy {v:.4f})" for k, v in record["base_test_accuracy"].items() if v)
+    return (f"# {TITLES.get(name, name)}\n\n"
+            f"Generated from [`results/{name}.json`](results/{name}.json) by `{record['command']}`, which runs "
+            f"`{record['sweep_command']}` in an empty MLflow store.\n\n"
+            f"Commit {record['commit'][:12]}{' (dirty tree)' if record['dirty'] else ''}, {record['date']}, "
+            f"{m['cpu']}, {m['cores']} cores. {record['jobs_finished']} of {record['jobs_started']} jobs finished "
+            f"in {record['wall_seconds'] / 60:.0f} min; {record['bases_trained']} base trained: {bases}. "
+            f"Disk: {record['store_mb']:.0f} MB for the whole store ({record['artifact_mb_per_base_run']:.0f} MB for "
+            f"the base run, at most {record['artifact_mb_per_transfer_run']:.1f} MB per transfer run), "
+            f"{record['outputs_mb']:.1f} MB in the sweep's output directories.\n\n"
+            f"{verdicts}\n\n{learning_curve_table(summary)}\n![learning curve]({name}.png)\n")
+
+
+def main(argv: list[str]) -> None:
+    args = parse(argv)
+    out = Path(args.out_dir)
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    path = out / "results" / f"{args.name}.json"
+    if not args.report:
+        prov = provenance()  # before this script writes into the tree
+        with tempfile.TemporaryDirectory(prefix="xfer-curve-") as tmp:
+            result = sweep(Path(args.store or tmp), args.experiment, args.overrides)
+            record = portable({**prov, **result}, args.store or tmp)
+        if not record["records"]:
+            raise SystemExit(f"the sweep recorded no finished transfer runs (exit code {record['exit_code']})")
+        summary = learning_curve_summary(record["records"])
+        record["verdicts"] = crossover(summary)
+        record["summary"] = [{"n_train": int(r.n_train), "method": r.method, "seeds": int(r["count"]),
+                              "test_roc_auc": float(r["mean"]), "test_roc_auc_std": float(r["std"])}
+                             for _, r in summary.iterrows()]
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    record = json.loads(path.read_text())
+    learning_curve_plot(learning_curve_summary(record["records"]), out / f"{args.name}.png",
+                        TITLES.get(args.name, args.name))
+    page = render(record, args.name)
+    (out / f"{args.name}.md").write_text(page)
+    print(page)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

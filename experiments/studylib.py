@@ -1,0 +1,46 @@
+"""Helpers shared by the study scripts in experiments/: what a job left on disk and records
+without this machine's paths."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from xfer.data import data_dir
+
+
+def portable(obj, tmp: str):
+    """Paths of this machine out of a record: the data root becomes $XFER_DATA_DIR, a temporary
+    store becomes ``<temporary directory>``."""
+    text = json.dumps(obj).replace(str(data_dir()), "$XFER_DATA_DIR").replace(str(tmp), "<temporary directory>")
+    return json.loads(text)
+
+
+def mb(path: Path) -> float:
+    """MB of the files under ``path`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20 if path.exists() else 0.0
+
+
+def store_runs(uri: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=50000)
+
+
+def disk_use(uri: str, outputs: Path) -> dict:
+    """MB of MLflow artifacts per run (its own artifacts plus the logged model it owns) and of the
+    job's output directory."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    sizes = []
+    for run in store_runs(uri):
+        size = mb(Path(run.info.artifact_uri.removeprefix("file://")))
+        model = run.data.tags.get("xfer.model_uri")
+        if model:
+            location = client.get_logged_model(model.removeprefix("models:/")).artifact_location
+            size += mb(Path(location.removeprefix("file://")))
+        sizes.append((run.data.tags.get("xfer.task"), run.data.tags.get("xfer.method") or "", size))
+    return {"artifact_mb_per_base_run": max((s for task, _, s in sizes if task == "train"), default=0.0),
+            "artifact_mb_per_transfer_run": max((s for _, m, s in sizes if m.startswith("transfer_")), default=0.0),
+            "artifact_mb_all_runs": sum(s for *_, s in sizes), "outputs_mb": mb(outputs)}
