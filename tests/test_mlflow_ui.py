@@ -1,42 +1,46 @@
-"""The README tells users to open `mlflow ui` on the project's store. Check it as a user would:
-the server starts on a store written by xfer, serves its runs and metrics, and a headless
-Chromium (Debian's package, installed by .ci/run) renders them."""
+"""The README tells users to open `mlflow ui` on the project's store. Check it as a user would,
+on a small real comparison (a transfer job with its controls on 2 splits of the hotel sample):
+the server serves its runs and metrics, and a headless Chromium (Debian's package, installed by
+.ci/run) renders the runs table grouped by method, each group with its mean test ROC-AUC."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from xfer.tracking import MlflowTracker, tracked_run
+from xfer.config import compose_config
+from xfer.jobs import run_task
+from xfer.schema import validate
+from xfer.tracking import make_tracker
 
-from helpers import free_port
+from helpers import TRANSFER_QUICK, free_port
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000", "--virtual-time-budget=20000"]
-
+                  "--window-size=1600,1000", "--virtual-time-budget=25000"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from conftest import need_data
+
+    need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
     tmp = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    tracker = MlflowTracker(uri, "xfer")
-    runs = {}
-    for name, auc in (("ui-check-a", 0.875), ("ui-check-b", 0.625)):  # synthetic runs made by this test
-        t = tracker.child()
-        with tracked_run(t, name, {"xfer.task": "transfer"}):
-            t.log_metrics({"test_roc_auc": auc, "test_accuracy": 0.75})
-        runs[t.run_id] = (name, auc)
+    cfg = validate(compose_config([*TRANSFER_QUICK, f"tracking.uri={uri}", f"tracking.artifact_location={tmp}/artifacts",
+                                   "transfer.repeats=2", "transfer.tsne.enabled=false", "heads.catboost.iterations=10",
+                                   "transfer.save_bundle=false", "tracking.log_model=false"]))
+    tracker = make_tracker(cfg["tracking"])
+    result = run_task(cfg, tmp / "out", tracker)
     port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=tmp,
@@ -52,39 +56,51 @@ def server(tmp_path_factory):
                 if proc.poll() is not None:
                     raise AssertionError(proc.stdout.read()[-3000:])
                 time.sleep(0.5)
-        yield base, tracker.experiment_id, runs, tmp
+        yield base, tracker, result["records"], tmp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 def test_mlflow_server_serves_xfer_runs(server):
-    base, exp_id, runs, _ = server
+    base, tracker, records, _ = server
     req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search",
-                                 data=json.dumps({"experiment_ids": [exp_id]}).encode(),
+                                 data=json.dumps({"experiment_ids": [tracker.experiment_id],
+                                                  "filter": "tags.method LIKE '%'"}).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         found = json.load(r)["runs"]
-    assert {run["info"]["run_id"]: run["info"]["run_name"] for run in found} == {k: v[0] for k, v in runs.items()}
+    assert {run["info"]["run_id"] for run in found} == {r["run_id"] for r in records}
+    by_id = {r["run_id"]: r for r in records}
     for run in found:
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        assert metrics["test_roc_auc"] == runs[run["info"]["run_id"]][1]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        record = by_id[run["info"]["run_id"]]
+        assert metrics["test_roc_auc"] == pytest.approx(record["test_roc_auc"], abs=1e-12)
+        assert (tags["method"], tags["data"], tags["n_train"]) == (record["method"], "hotel", str(record["n_train"]))
+        contexts = {t["value"] for d in run["inputs"]["dataset_inputs"] for t in d.get("tags", [])}
+        assert {"training", "test"} <= contexts  # the Dataset column is filled
 
 
-def test_runs_and_test_roc_auc_appear_in_a_browser(server):
+def test_runs_grouped_by_method_with_their_mean_in_a_browser(server):
     if CHROMIUM is None:
         if os.environ.get("XFER_REQUIRE_BROWSER"):
             pytest.fail("chromium not found but XFER_REQUIRE_BROWSER is set (.ci/run installs it)")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    base, exp_id, runs, tmp = server
-    ids = urllib.parse.quote(json.dumps(list(runs)))
-    url = f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{exp_id}%22%5D"
+    base, tracker, records, tmp = server
+    url = f"{base}/{tracker.comparison_view}"
     dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'chrome-dom'}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120).stdout
-    assert "test_roc_auc" in dom
-    for run_id, (name, auc) in runs.items():
-        assert run_id in dom and name in dom and str(auc) in dom
+                         capture_output=True, text=True, timeout=180).stdout
+    numbers = [float(x) for x in re.findall(r"\d\.\d{6,}", dom)]
+    methods = {r["method"] for r in records}
+    assert methods == {"transfer_gradual", "scratch", "catboost_embeddings", "tfidf_lr"}
+    for method in methods:
+        assert f"Group: {method}" in dom, method
+        aucs = [r["test_roc_auc"] for r in records if r["method"] == method]
+        assert len(aucs) == 2
+        mean = sum(aucs) / 2  # the group row shows the average of its runs
+        assert any(abs(x - mean) < 1e-9 for x in numbers), (method, mean)
     shot = Path(os.environ.get("XFER_UI_SCREENSHOT") or tmp / "mlflow_ui.png")
     subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'chrome-shot'}", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=180)
     assert shot.stat().st_size > 10_000

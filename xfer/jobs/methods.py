@@ -171,7 +171,9 @@ def run_method(name: str, split: Split, parent: NullTracker, tags: Mapping[str, 
     (method, n_train, seed, metrics, run_id) and what the method kept (the transferred net)."""
     method, cfg = METHODS[name], split.cfg
     label = method.label(split)
-    tags = {**tags, "xfer.method": label, "xfer.n_train": str(split.n_train), "xfer.seed": str(split.seed)}
+    tags = {**tags, "xfer.method": label, "xfer.n_train": str(split.n_train), "xfer.seed": str(split.seed),
+            # the same under plain names, for the MLflow UI's columns and Group by (xfer.* are for lookups)
+            "method": label, "n_train": str(split.n_train), "seed": str(split.seed), "data": split.ds.name}
     fp = fingerprint({"method": name, **method.depends_on(split)}) if method.depends_on else None
 
     def record(metrics: Mapping, run_id: str | None, reused: bool = False) -> dict:

@@ -177,6 +177,9 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
                             "wall_seconds": time.perf_counter() - started})
         parent.set_tags({"xfer.best_method": str(summary.iloc[0]["method"])})
     print(f"\n{text}")
+    if tracker.comparison_view:
+        log.info("in the MLflow UI (mlflow ui --backend-store-uri %s) the runs grouped by method: %s",
+                 tracker.uri, tracker.comparison_view)
     transfer_rows = [r for r in records if r["method"].startswith("transfer")]
     objective = float(np.mean([r["best_val_roc_auc"] for r in transfer_rows])) if transfer_rows else None
     return {"records": records, "summary": summary, "run_id": tracker.run_id, "objective": objective,
