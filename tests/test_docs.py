@@ -2,11 +2,15 @@
 must equal what the script makes of the committed JSON."""
 import importlib.util
 import json
+import sys
 
 from conftest import ROOT
 
 
 def _script(name: str):
+    """A script of experiments/ as a module (its directory on the path, as when it runs)."""
+    if str(ROOT / "experiments") not in sys.path:
+        sys.path.append(str(ROOT / "experiments"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
