@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import tempfile
 import threading
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: MLflow run ids in log lines: they name runs of a temporary store
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 sys.path.insert(0, str(ROOT))
 
 
@@ -54,7 +57,7 @@ class Timeline(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         row = {"seconds": round(time.perf_counter() - self.t0, 1), "rss_mb": round(rss_mb()),
-               "peak_before_mb": round(self.sampler.take()), "message": record.getMessage()[:120]}
+               "peak_before_mb": round(self.sampler.take()), "message": RUN_ID.sub("<run id>", record.getMessage())[:120]}
         self.rows.append(row)
         print(f"{row['seconds']:7.1f}s rss {row['rss_mb']:6d} MB (peak before {row['peak_before_mb']:6d}) "
               f"{row['message']}", flush=True)

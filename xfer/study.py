@@ -9,7 +9,8 @@ A study is an entry of ``experiments/studies.yaml`` (in the project root, the wo
 directory unless ``--root``): what it measures, the command that runs it from nothing into
 its own temporary store, the results JSON that command writes (provenance and figures), the
 markdown page generated from that JSON and the command that regenerates the page without
-running again. ``diff`` prints one study's table from two recorded versions of its JSON (a
+running again; after it ``experiments/render_results.py`` regenerates the READMEs' tables from
+every recorded JSON. ``diff`` prints one study's table from two recorded versions of its JSON (a
 git commit, or a JSON file; the second defaults to the working tree) side by side, with the
 differences, so the effect of a change is one command away.
 """
@@ -26,6 +27,8 @@ from typing import Any, Mapping, Sequence
 from .errors import ConfigError, cli_main
 
 REGISTRY = Path("experiments") / "studies.yaml"
+#: regenerates every table of the READMEs from the recorded JSON (run after a study's own report)
+RENDER = Path("experiments") / "render_results.py"
 
 
 def load_studies(root: Path) -> dict[str, dict]:
@@ -65,11 +68,16 @@ def run(root: Path, spec: Mapping, extra: Sequence[str], out_dir: str | None = N
 
 
 def report(root: Path, spec: Mapping, out_dir: str | None = None) -> int:
-    if not spec.get("report"):
-        print(f"{spec['results']}: this study has no page to regenerate (its figures are the JSON)")
-        return 0
-    where = ["--out-dir", str(Path(out_dir).resolve())] if out_dir else []
-    return subprocess.call(_argv(spec["report"], where), cwd=root)
+    """The study's own page (``report``, into ``out_dir`` if given), then, for the project's own
+    results, the READMEs' generated tables."""
+    if spec.get("report"):
+        where = ["--out-dir", str(Path(out_dir).resolve())] if out_dir else []
+        code = subprocess.call(_argv(spec["report"], where), cwd=root)
+        if code:
+            return code
+    if out_dir is None and (root / RENDER).is_file() and spec.get("report") != f"python {RENDER}":
+        return subprocess.call(_argv(f"python {RENDER}"), cwd=root)
+    return 0
 
 
 def read_version(root: Path, results: str, ref: str | None) -> tuple[dict, str]:
