@@ -223,7 +223,7 @@ def curve_table(study: str) -> str:
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {best - row['scratch']:+.4f} | {best - row['tfidf_lr']:+.4f} |")
     verdicts = "\n".join(f"- {v}" for v in r["verdicts"].values())
     return ("\n".join(lines) + f"\n\n{verdicts}\n\n{r['jobs_finished']} of {r['jobs_started']} jobs finished in "
-            f"{r['wall_seconds'] / 60:.0f} min; base `{r['records'][0]['base']}` trained once. Disk: {r['store_mb']:.0f} MB "
+            f"{r['wall_seconds'] / 60:.0f} min; base `{r['records'][0]['base']}` ({r['bases_trained']} trained in the sweep). Disk: {r['store_mb']:.0f} MB "
             f"for the whole store ({r['artifact_mb_per_base_run']:.0f} MB for the base run), {r['outputs_mb']:.1f} MB in "
             f"the sweep's output directories. {source(study, r)}")
 
