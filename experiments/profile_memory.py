@@ -86,6 +86,8 @@ def main() -> None:
         timeline.emit(logging.LogRecord("profile", logging.INFO, "", 0, "start", None, None))
         run_task(cfg, Path(tmp) / "out", make_tracker(cfg["tracking"]))
         timeline.emit(logging.LogRecord("profile", logging.INFO, "", 0, "end", None, None))
+        for row in timeline.rows:  # the log lines name files of the temporary store
+            row["message"] = row["message"].replace(tmp, "<temporary directory>")
     sampler.stop = True
     out = {**prov, "overrides": args.overrides, "peak_rss_mb": round(sampler.peak),
            "wall_seconds": time.perf_counter() - t0, "timeline": timeline.rows}
