@@ -311,12 +311,36 @@ class Register:
     force_alias: bool = key(False, "move the alias whatever the metric")
 
 
+PRETRAIN_METHODS = ("none", "skipgram", "cbow", "fasttext", "file")
+
+
+@dataclass(kw_only=True)
+class Pretrain:
+    """Word vectors that initialise the `embedding` layer before supervised training."""
+    method: str = key("none", "none; skipgram, cbow (word2vec) or fasttext: trained with gensim on unlabelled "
+                              "text; file: read from pretrain.vectors", choices=PRETRAIN_METHODS)
+    vectors: Optional[str] = key(None, "method=file: a word2vec/GloVe/fastText text file (token then numbers)")
+    files: list = key([], "CSV files of unlabelled text added to the stage's own training texts (never its "
+                          "validation or test texts)")
+    text_column: str = key("text", "text column of pretrain.files")
+    epochs: int = key(5, "passes over the corpus", ge=1)
+    window: int = key(5, "context window (tokens each side)", ge=1)
+    negative: int = key(5, "negative samples per positive", ge=1)
+    min_count: int = key(5, "rarer tokens get no vector", ge=1)
+    sample: float = key(1e-3, "downsampling threshold of frequent tokens", ge=0)
+    workers: int = key(1, "gensim threads; more than 1 is faster but not bit-reproducible", ge=1)
+    oov: str = key("random", "embedding rows of tokens without a vector: random (the layer's init) or zero",
+                   choices=("random", "zero"))
+    rescale: bool = key(True, "scale the vectors so their spread equals the layer's initialisation")
+
+
 @dataclass(kw_only=True)
 class Stage:
     """What trains a network: data, preprocessing, architecture, optimizer, trainer, seed."""
     seed: int = key(0, "fixes splits, initialisation, batch order and dropout", ge=0)
     data: Optional[Data] = key(None, "dataset")
     transforms: Transforms = key(Transforms(), "preprocessing")
+    pretrain: Pretrain = key(Pretrain(), "word vectors for the embedding layer (its own stage, reused by fingerprint)")
     model: Model = key(Model(), "architecture")
     optimizer: Any = key(Adam(), "optimizer", variants=OPTIMIZERS, tag="name")
     trainer: Trainer = key(Trainer(), "training loop")

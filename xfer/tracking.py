@@ -134,7 +134,7 @@ class NullTracker:
         other.default_tags = dict(self.default_tags)
         return other
 
-    def download_artifacts(self, run_id: str, path: str) -> str:
+    def download_artifacts(self, run_id: str, path: str, dst: str | None = None) -> str:
         raise KeyError(run_id)
 
     def delete_artifacts(self, path: str) -> None:
@@ -319,8 +319,9 @@ class MlflowTracker(NullTracker):
         other.default_tags = dict(self.default_tags)
         return other
 
-    def download_artifacts(self, run_id: str, path: str) -> str:
-        return self.client.download_artifacts(run_id, path)
+    def download_artifacts(self, run_id: str, path: str, dst: str | None = None) -> str:
+        """A run's artifact as a local path (in ``dst``, else in a directory MLflow never removes)."""
+        return self.client.download_artifacts(run_id, path, dst_path=dst)
 
     def delete_artifacts(self, path: str) -> None:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository

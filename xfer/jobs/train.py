@@ -21,7 +21,9 @@ from ..plots import training_curve
 from ..schema import validate
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import fit, read_checkpoint_state, release_memory, seed_everything
+from ..pretrain import apply_vectors
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
+from .pretrain import obtain_vectors, stage_fingerprint_part
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ def base_fingerprint(stage: Mapping, data_checksum: str | None = None) -> str:
     checksum = data_checksum or dataset_checksum(stage["data"])
     return fingerprint({"data": data, "data_checksum": checksum, "transforms": stage["transforms"],
                         "model": stage["model"], "optimizer": stage["optimizer"], "trainer": trainer,
-                        "seed": stage["seed"], "architecture": ARCHITECTURE_REVISION})
+                        "seed": stage["seed"], "architecture": ARCHITECTURE_REVISION,
+                        **stage_fingerprint_part(stage, checksum)})
 
 
 def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) -> dict[str, tuple]:
@@ -143,8 +146,24 @@ def _prepare(cfg: Mapping) -> dict:
             "fp": base_fingerprint(cfg, ds.checksum)}
 
 
+def init_embedding(cfg: Mapping, job: dict, tracker: NullTracker) -> None:
+    """The pretrain stage: its vectors (trained, reused or read) into the embedding layer."""
+    vectors, info = obtain_vectors(cfg, job["pre"], job["ds"], tracker)
+    if vectors is None:
+        job["pretrain"] = {}
+        return
+    tokens = token_vocab(job["pre"]).vocab_.idx_to_token
+    coverage = apply_vectors(job["net"], tokens, vectors, cfg["pretrain"]["oov"], cfg["pretrain"]["rescale"])
+    log.info("pretrain: vectors for %.1f%% of the vocabulary (%s)", 100 * coverage, info["source"])
+    job["pretrain"] = {**info, "coverage": coverage}
+
+
 def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:
     tracker.log_params(flatten(cfg))
+    if job.get("pretrain"):
+        tracker.log_metrics({"pretrain_coverage": job["pretrain"]["coverage"]})
+        if job["pretrain"].get("run_id"):
+            tracker.set_tags({"xfer.pretrain_run": str(job["pretrain"]["run_id"])})
     tracker.log_datasets(job["ds"])
     tracker.log_text(yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
     tracker.log_params({"vocab_size": job["vocab"], **{f"rows.{k}": len(v[0]) for k, v in job["splits"].items()},
@@ -175,7 +194,8 @@ def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mappin
                          label_names(cfg["data"]), max_len=cfg["trainer"]["max_len"],
                          truncate=cfg["trainer"]["truncate"],
                          meta={"fingerprint": job["fp"], "data_checksum": ds.checksum, "data": ds.name,
-                               "metrics": final, "seed": cfg["seed"], "inputs": input_spec(cfg["data"])})
+                               "metrics": final, "seed": cfg["seed"], "inputs": input_spec(cfg["data"]),
+                               "pretrain": {k: v for k, v in job.get("pretrain", {}).items() if k != "coverage"}})
     curve = training_curve(res.history, out_dir / "training_curve.png", f"{ds.name} / {cfg['model']['name']}")
     (out_dir / "metrics.json").write_text(json.dumps(final, indent=2))
     in_hand = Bundle.in_hand(bundle, job["net"], job["pre"])
@@ -191,6 +211,7 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
     cfg, tracker, out_dir = validate(cfg), tracker or NullTracker(), Path(out_dir)
     seed_everything(cfg["seed"])
     job = _prepare(cfg)
+    init_embedding(cfg, job, tracker)
     release_memory()  # the raw frames and tokenizer temporaries are gone; give their pages back
     tags = {"xfer.task": "train", "xfer.data": job["ds"].name, "xfer.model": cfg["model"]["name"],
             "xfer.fingerprint": job["fp"], "xfer.version": __version__}
