@@ -119,3 +119,25 @@ def test_cli_rejects_a_missing_vectors_file_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith("nope.txt: file not found (pretrain.vectors)")
     assert "Traceback" not in proc.stderr and not list_runs(tmp_path)
+
+
+def test_scratch_pretrained_starts_from_the_bases_vectors_and_is_skipped_without_them(tmp_path):
+    from conftest import need_data
+    from helpers import TRANSFER_QUICK
+
+    need_data("imdb/train.csv.gz", "hotel/hotel_reviews_sample.csv.gz")
+    store = [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
+    over = [*TRANSFER_QUICK, *store, "transfer.repeats=1", "transfer.tsne.enabled=false", "transfer.save_bundle=false",
+            "transfer.methods=[transfer,scratch,scratch_pretrained]"]
+    cfg = validate(compose_config([*over, "pretrain@base.pretrain=skipgram", "base.pretrain.epochs=1",
+                                   "base.pretrain.min_count=1"]))
+    result = run_task(cfg, tmp_path / "a", make_tracker(cfg["tracking"]))
+    assert [r["method"] for r in result["records"]] == ["transfer_gradual", "scratch", "scratch_pretrained"]
+    for r in result["records"]:  # every record says which data and which base it belongs to
+        assert {"data", "base", "method", "n_train", "seed", "test_roc_auc", "test_accuracy"} <= set(r)
+        assert r["data"] == "hotel" and r["base"] == f"pool-{result['base']['fingerprint'][:8]}"
+    [child] = list_runs(tmp_path, "tags.method = 'scratch_pretrained'")
+    assert 0 < child.data.metrics["pretrain_coverage"] <= 1
+    plain = validate(compose_config(over))  # a base without a pretrain stage: the method is left out
+    result = run_task(plain, tmp_path / "b", make_tracker(plain["tracking"]))
+    assert [r["method"] for r in result["records"]] == ["transfer_gradual", "scratch"]

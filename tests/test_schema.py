@@ -26,7 +26,7 @@ BAD = [
     (["optimizer.name=adagrad"], "optimizer.name: 'adagrad' is not one of adam, adamw, sgd"),
     (["schedule.name=sometimes"], "schedule.name: 'sometimes' is not one of frozen, full, scratch, gradual, discriminative"),
     (["+experiment=hotel_transfer", "transfer.methods=[transfer,svm]"],
-     "transfer.methods[1]: 'svm' is not one of transfer, scratch, catboost_embeddings, tfidf_lr"),
+     "transfer.methods[1]: 'svm' is not one of transfer, scratch, scratch_pretrained, catboost_embeddings, tfidf_lr"),
     (["heads.catboost.layer=attention"], "heads.catboost.layer: 'attention' is not one of embedding, encoder, hidden, output"),
     (["data.split.val_frac=1.5"], "data.split.val_frac: 1.5 is not a number > 0 and < 1"),
     (["data.split.val_frac=0"], "data.split.val_frac: 0.0 is not a number > 0 and < 1"),

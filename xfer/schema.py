@@ -360,7 +360,7 @@ class Tsne:
     layer: str = key("hidden", "named layer mapped", choices=("embedding", "encoder", "hidden", "output"))
 
 
-METHODS = ("transfer", "scratch", "catboost_embeddings", "tfidf_lr")
+METHODS = ("transfer", "scratch", "scratch_pretrained", "catboost_embeddings", "tfidf_lr")
 
 
 @dataclass(kw_only=True)
@@ -371,7 +371,8 @@ class Transfer:
     unfreeze_every: Optional[int] = key(None, "gradual schedule pace (null: schedule.unfreeze_every)", ge=1)
     head_init: str = key("probe", "fresh output layer: linear probe (LP-FT) or random", choices=("probe", "random"))
     repeats: int = key(1, "seeded splits; the table reports mean and std", ge=1)
-    methods: list = key(list(METHODS), "methods compared", choices=METHODS)
+    methods: list = key(list(METHODS), "methods compared (scratch_pretrained: scratch with the base's pretrained "
+                                       "vectors; skipped when the base has none)", choices=METHODS)
     save_bundle: bool = key(True, "save (and log) the transferred network's bundle")
     tsne: Tsne = key(Tsne(), "t-SNE maps")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -18,9 +19,11 @@ from ..bundle import DELTA, Bundle, fingerprint, save_bundle
 from ..data import Dataset, input_spec
 from ..features import layer_embeddings
 from ..encode import context
+from ..errors import ConfigError
 from ..freeze import make_schedule, set_lr_mult, trainable_report
 from ..heads import catboost_embeddings, tfidf_lr
 from ..models import build_model, initialize
+from ..pretrain import WordVectors, apply_vectors, read_vectors
 from ..surgery import extend_preprocessor, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
@@ -126,6 +129,49 @@ def _scratch(split: Split, run: NullTracker) -> tuple[dict, Any]:
     return metrics, None
 
 
+def base_label(base: Bundle) -> str:
+    """The base as records name it: its model and the first 8 digits of its fingerprint."""
+    name = base.model_cfg.get("architecture", {}).get("name", "?")
+    return f"{name}-{str(base.meta.get('fingerprint') or '?')[:8]}"
+
+
+def base_pretrain(base: Bundle) -> dict:
+    """Where the base's embedding vectors came from (its pretrain stage), or {} if it had none."""
+    return base.meta.get("pretrain") or {}
+
+
+def _base_vectors(split: Split, run: NullTracker) -> WordVectors:
+    """The base's pretrained vectors, read once per job (kept on the base bundle)."""
+    wv = getattr(split.base, "vectors", None)
+    if wv is None:
+        info = base_pretrain(split.base)
+        if info.get("source") == "file":
+            wv = read_vectors(info["path"])
+        else:
+            try:
+                with tempfile.TemporaryDirectory(prefix="xfer-vectors-") as tmp:
+                    wv = WordVectors.load(run.download_artifacts(info["run_id"], "vectors.npz", dst=tmp))
+            except Exception as e:  # noqa: BLE001 - a store without that run, or tracking off
+                raise ConfigError(f"scratch_pretrained: the base's vectors (pretrain run {info.get('run_id')}) "
+                                  f"cannot be read from this job's store: {type(e).__name__}") from None
+        split.base.vectors = wv
+    return wv
+
+
+def _scratch_pretrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
+    """The scratch control with its embedding initialised from the base's pretrained vectors:
+    what unsupervised transfer alone gives."""
+    pre = fit_preprocessor(build_preprocessor(split.cfg["transforms"], split.ds.categorical), split.ds.train)
+    tokens = token_vocab(pre).vocab_.idx_to_token
+    net = initialize(build_model(split.arch, len(tokens)), split.seed, ctx=context(split.cfg["trainer"]["ctx"]))
+    info = base_pretrain(split.base)
+    coverage = apply_vectors(net, tokens, _base_vectors(split, run), info.get("oov", "random"), info.get("rescale", True))
+    run.log_params({"vocab_size": len(tokens), "n_train": split.n_train, "seed": split.seed})
+    run.log_metrics({"pretrain_coverage": coverage})
+    metrics, _ = train_net(net, pre, split, make_schedule({"name": "scratch"}), run)
+    return metrics, None
+
+
 def _catboost(split: Split, run: NullTracker) -> tuple[dict, Any]:
     hcfg = split.cfg["heads"]["catboost"]
     feats = {k: layer_embeddings(split.base.net, split.base.sequences(f), hcfg["layer"])
@@ -150,6 +196,8 @@ def _scratch_depends(split: Split) -> dict:
 METHODS: dict[str, Method] = {
     "transfer": Method(_transfer, lambda s: f"transfer_{s.cfg['schedule']['name']}"),
     "scratch": Method(_scratch, lambda s: "scratch", _scratch_depends),
+    "scratch_pretrained": Method(_scratch_pretrained, lambda s: "scratch_pretrained",
+                                 lambda s: {**_scratch_depends(s), "pretrain": base_pretrain(s.base)}),
     "catboost_embeddings": Method(_catboost, lambda s: "catboost_embeddings",
                                   lambda s: {**s.data_identity(), "base": s.base_identity(),
                                              "head": s.cfg["heads"]["catboost"]}),
@@ -158,11 +206,14 @@ METHODS: dict[str, Method] = {
 }
 
 
-def methods_of(cfg: Mapping) -> list[str]:
-    """The methods a job runs: ``transfer.methods``; the ``scratch`` schedule is the scratch control."""
+def methods_of(cfg: Mapping, base: Bundle | None = None) -> list[str]:
+    """The methods a job runs: ``transfer.methods``; the ``scratch`` schedule is the scratch
+    control; ``scratch_pretrained`` only with a base that had a pretrain stage."""
     names = list(cfg["transfer"]["methods"])
     if cfg["schedule"]["name"] == "scratch":
         names = [n for n in names if n != "transfer"] + ([] if "scratch" in names else ["scratch"])
+    if base is not None and not base_pretrain(base):
+        names = [n for n in names if n != "scratch_pretrained"]
     return names
 
 
@@ -180,6 +231,7 @@ def run_method(name: str, split: Split, parent: NullTracker, tags: Mapping[str, 
         log.info("%-22s n_train=%d seed=%d test_roc_auc %.4f test_accuracy %.4f%s", label, split.n_train,
                  split.seed, metrics["test_roc_auc"], metrics["test_accuracy"], " (reused)" if reused else "")
         return {"method": label, "n_train": split.n_train, "seed": split.seed, "data": split.ds.name,
+                "base": base_label(split.base),
                 **metrics, "run_id": run_id, "reused": reused}
 
     def run():

@@ -138,7 +138,7 @@ def _run_split(split: Split, parent: NullTracker, tags: Mapping[str, str], tsne:
     """Every method on one split; with ``tsne`` the maps of the base and of this split's transferred
     network are drawn right away, so that network need not stay in memory for the other splits."""
     records, transferred, kept = [], None, None
-    for name in methods_of(split.cfg):
+    for name in methods_of(split.cfg, split.base):
         rec, kept = run_method(name, split, parent, tags)
         records.append(rec)
         transferred = transferred or kept
@@ -159,6 +159,8 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
     if cfg["base"]["data"]:
         dataset_checksum(cfg["base"]["data"])  # the base data must exist (t-SNE reads it) even when reused
     base, base_info = obtain_base(cfg, out_dir, tracker)
+    if "scratch_pretrained" in cfg["transfer"]["methods"] and "scratch_pretrained" not in methods_of(cfg, base):
+        log.info("scratch_pretrained: skipped, the base has no pretrain stage (base.pretrain.method=none)")
     arch = target_architecture(base.model_cfg["architecture"], cfg["model"])
     oov = token_vocab(base.preprocessor).oov_rate(tokens_of(base.preprocessor, splits[0].train["text"]))
     log.info("target %s: OOV rate under the base vocabulary %.2f%%", splits[0].name, 100 * oov)
