@@ -47,7 +47,9 @@ def run_one(enc: str, seed: int, extra: list[str]) -> dict:
             "preprocess_seconds": m["preprocess_seconds"], "wall_seconds": time.perf_counter() - t0,
             "best_epoch": m["best_epoch"], "epochs_run": len(result["history"]),
             **{k: v for k, v in m.items() if "_branch_" in k},
-            "examples_per_second": max(h["examples_per_second"] for h in result["history"]), "config": cfg}
+            "examples_per_second": max(h["examples_per_second"] for h in result["history"]),
+            **{k: v for k, v in result["pretrain"].get("metrics", {}).items()},
+            **({"pretrain_coverage": result["pretrain"]["coverage"]} if result["pretrain"] else {}), "config": cfg}
 
 
 def main() -> None:

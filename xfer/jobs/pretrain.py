@@ -64,7 +64,7 @@ def obtain_vectors(cfg: Mapping[str, Any], pre, ds: Dataset, tracker: NullTracke
             run.log_metrics(metrics)
             with tempfile.TemporaryDirectory(prefix="xfer-vectors-") as tmp:
                 run.log_artifact(wv.save(Path(tmp) / "vectors.npz"))
-        return wv, {"source": "trained", "run_id": run.run_id, "fingerprint": fp}
+        return wv, {"source": "trained", "run_id": run.run_id, "fingerprint": fp, "metrics": metrics}
 
     def reuse(found):
         with tempfile.TemporaryDirectory(prefix="xfer-vectors-") as tmp:

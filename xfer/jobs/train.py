@@ -195,7 +195,8 @@ def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mappin
                          truncate=cfg["trainer"]["truncate"],
                          meta={"fingerprint": job["fp"], "data_checksum": ds.checksum, "data": ds.name,
                                "metrics": final, "seed": cfg["seed"], "inputs": input_spec(cfg["data"]),
-                               "pretrain": {k: v for k, v in job.get("pretrain", {}).items() if k != "coverage"}})
+                               "pretrain": {k: v for k, v in job.get("pretrain", {}).items()
+                                            if k not in ("coverage", "metrics")}})
     curve = training_curve(res.history, out_dir / "training_curve.png", f"{ds.name} / {cfg['model']['name']}")
     (out_dir / "metrics.json").write_text(json.dumps(final, indent=2))
     in_hand = Bundle.in_hand(bundle, job["net"], job["pre"])
@@ -237,4 +238,4 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
     log.info("test: " + " ".join(f"{k} {v:.4f}" for k, v in final.items() if k.startswith("test_")))
     return {"metrics": final, "bundle": str(bundle.path) if bundle.path.exists() else None, "loaded": bundle,
             "run_id": tracker.run_id, "model": tracker.model_uri, "objective": res.best_val_roc_auc,
-            "history": res.history}
+            "history": res.history, "pretrain": job["pretrain"]}
