@@ -206,6 +206,15 @@ def hotel_sample_table() -> str:
             f"output directory (targets 60 / 20 / 5 MB). {source('hotel_sample', r)}")
 
 
+def efficiency(records: list[dict]) -> str:
+    """How many labels TF-IDF + LR needs to match the best transfer schedule, per n_train."""
+    from xfer.report import labels_to_match, learning_curve_summary
+
+    parts = [f"{x['n_train']}: {x['labels']:,} ({x['ratio']:.1f}x)" if x["labels"] is not None
+             else f"{x['n_train']}: more than measured" for x in labels_to_match(learning_curve_summary(records))]
+    return "labels TF-IDF + LR needs to match the best transfer schedule, at each n_train: " + "; ".join(parts)
+
+
 def curve_table(study: str) -> str:
     """Mean test ROC-AUC per n_train and method of a learning-curve study (best of each row in bold),
     the best transfer schedule's lead over scratch and TF-IDF + LR, the verdicts and the disk used."""
@@ -222,7 +231,7 @@ def curve_table(study: str) -> str:
         best = row[[c for c in TRANSFER if c in cols]].max()
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {best - row['scratch']:+.4f} | {best - row['tfidf_lr']:+.4f} |")
     verdicts = "\n".join(f"- {v}" for v in r["verdicts"].values())
-    return ("\n".join(lines) + f"\n\n{verdicts}\n\n{r['jobs_finished']} of {r['jobs_started']} jobs finished in "
+    return ("\n".join(lines) + f"\n\n{verdicts}\n- {efficiency(r['records'])}\n\n{r['jobs_finished']} of {r['jobs_started']} jobs finished in "
             f"{r['wall_seconds'] / 60:.0f} min; base `{r['records'][0]['base']}` ({r['bases_trained']} trained in the sweep). Disk: {r['store_mb']:.0f} MB "
             f"for the whole store ({r['artifact_mb_per_base_run']:.0f} MB for the base run), {r['outputs_mb']:.1f} MB in "
             f"the sweep's output directories. {source(study, r)}")

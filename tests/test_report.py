@@ -30,3 +30,18 @@ def test_learning_curve_report_from_mlflow_runs(tmp_path, capsys):
     assert report_main(["--tracking-uri", uri, "--filter", "tags.`xfer.data` = 'nothing'", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "no finished transfer runs match" in err
+
+
+def test_labels_the_control_needs_to_match_transfer_are_read_off_its_curve():
+    import pandas as pd
+    import pytest
+
+    from xfer.report import labels_to_match
+
+    rows = [("transfer_gradual", 100, 0.80), ("tfidf_lr", 100, 0.70), ("transfer_gradual", 1000, 0.825),
+            ("tfidf_lr", 1000, 0.80), ("tfidf_lr", 10000, 0.85), ("transfer_gradual", 10000, 0.95)]
+    summary = pd.DataFrame([{"method": m, "n_train": n, "mean": v} for m, n, v in rows])
+    got = {r["n_train"]: r for r in labels_to_match(summary)}
+    assert got[100]["labels"] == 1000 and got[100]["ratio"] == pytest.approx(10.0)  # TF-IDF's 0.80 is at 1000
+    assert got[1000]["labels"] == 3162  # halfway from 0.80 to 0.85, halfway from 1000 to 10000 in log scale
+    assert got[10000]["labels"] is None and got[10000]["ratio"] is None  # beyond the measured range

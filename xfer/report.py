@@ -63,6 +63,31 @@ def crossover(summary, method_prefix: str = "transfer", others=("scratch", "tfid
     return result
 
 
+def labels_to_match(summary, method_prefix: str = "transfer", control: str = "tfidf_lr") -> list[dict]:
+    """Data efficiency, as ULMFiT reports it: for each n_train, how many labels ``control`` needs to
+    reach the best ``method_prefix`` method's mean test ROC-AUC, read off the control's own curve
+    (linear in log n_train between measured points). ``labels`` is None when the control never gets
+    there within the measured range; ``ratio`` is labels / n_train."""
+    import numpy as np
+
+    ctl = summary[summary["method"] == control].sort_values("n_train")
+    xs, ys = np.log(ctl["n_train"].to_numpy(dtype=float)), ctl["mean"].to_numpy(dtype=float)
+    out = []
+    for n in sorted(summary["n_train"].unique()):
+        at = summary[(summary["n_train"] == n) & summary["method"].str.startswith(method_prefix)]
+        if at.empty or not len(xs):
+            continue
+        target, labels = float(at["mean"].max()), None
+        if target <= ys[0]:
+            labels = float(np.exp(xs[0]))
+        for i in range(1, len(xs)):
+            if labels is None and ys[i - 1] < target <= ys[i]:
+                labels = float(np.exp(xs[i - 1] + (target - ys[i - 1]) / (ys[i] - ys[i - 1]) * (xs[i] - xs[i - 1])))
+        out.append({"n_train": int(n), "test_roc_auc": target, "labels": None if labels is None else round(labels),
+                    "ratio": None if labels is None else labels / n})
+    return out
+
+
 def learning_curve_plot(summary, path: str | Path, title: str) -> Path:
     import matplotlib
 
@@ -113,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = learning_curve_plot(summary, out.with_suffix(".png"), args.title)
     verdicts = crossover(summary)
+    verdicts["labels_to_match_tfidf_lr"] = "labels TF-IDF + LR needs to match the best transfer schedule: " + "; ".join(
+        f"{x['n_train']}: {x['labels']:,} ({x['ratio']:.1f}x)" if x["labels"] is not None
+        else f"{x['n_train']}: more than measured" for x in labels_to_match(summary))
     command = "python -m xfer.report " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (f"Command: `{command}`\n\n" + "\n".join(f"- {v}" for v in verdicts.values()) + "\n\n"
           + learning_curve_table(summary)
