@@ -73,3 +73,13 @@ def test_a_tiny_study_runs_from_nothing_and_records_its_provenance(tmp_path):
                             str(out)], capture_output=True, text=True, env=cli_env(), timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "hotel_transfer_sample.md").read_text() == page  # the page is the JSON's, regenerated
+
+
+def test_only_code_and_config_changes_make_a_record_dirty():
+    from xfer.provenance import is_result
+
+    assert is_result("experiments/results/imdb_base.json") and is_result("experiments/learning_curve.png")
+    assert is_result("experiments/README.md")  # its tables are generated from the JSON
+    for code in ("experiments/run_learning_curve.py", "experiments/studies.yaml", "xfer/conf/config.yaml",
+                 "README.md", "experiments/results_x.py"):
+        assert not is_result(code), code

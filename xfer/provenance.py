@@ -1,5 +1,5 @@
-"""Where a result came from: git commit (and whether the tree was dirty), date, machine, Python
-and key package versions, the exact command. Every results JSON under ``experiments/`` carries it."""
+"""Where a result came from: git commit (and whether the code differed from it: a modified file
+outside the studies' results), date, machine, Python and key package versions, the exact command. Every results JSON under ``experiments/`` carries it."""
 from __future__ import annotations
 
 import functools
@@ -61,8 +61,18 @@ def command(argv: list[str] | None = None) -> str:
     return " ".join(["python", script, *argv[1:]])
 
 
+def is_result(path: str) -> bool:
+    """A file that studies write (results JSON, generated pages and plots), not code or config:
+    other studies' fresh results in the tree do not make a record's code dirty."""
+    parts = Path(path).parts
+    return parts[:1] == ("experiments",) and (parts[1:2] == ("results",) or
+                                              (len(parts) == 2 and Path(path).suffix in (".md", ".png")))
+
+
 def provenance(argv: list[str] | None = None) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
+    if status:  # "XY path" (or "XY old -> new"); only changes outside the results count
+        status = "\n".join(line for line in status.splitlines() if not is_result(line[3:].split(" -> ")[-1]))
     versions = {}
     for name in PACKAGES:
         try:
