@@ -141,3 +141,43 @@ def test_scratch_pretrained_starts_from_the_bases_vectors_and_is_skipped_without
     plain = validate(compose_config(over))  # a base without a pretrain stage: the method is left out
     result = run_task(plain, tmp_path / "b", make_tracker(plain["tracking"]))
     assert [r["method"] for r in result["records"]] == ["transfer_gradual", "scratch"]
+
+
+def test_domain_adaptation_adds_target_tokens_and_an_ablation_without_it(tmp_path):
+    from conftest import need_data
+    from helpers import TRANSFER_QUICK
+
+    need_data("imdb/train.csv.gz", "hotel/hotel_reviews_sample.csv.gz")
+    over = [*TRANSFER_QUICK, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "transfer.repeats=1",
+            f"tracking.artifact_location={tmp_path / 'art'}", "transfer.tsne.enabled=false", "transfer.save_bundle=false",
+            "transfer.methods=[transfer,scratch_pretrained]", "transfer.adapt=true", "transfer.vocab=extend",
+            "transfer.adapt_epochs=1", "data.n_train=100", "pretrain@base.pretrain=skipgram", "base.pretrain.epochs=1",
+            "base.pretrain.min_count=2"]
+    cfg = validate(compose_config(over))
+    result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
+    assert [r["method"] for r in result["records"]] == ["transfer_gradual", "transfer_gradual_adapted",
+                                                        "scratch_pretrained"]
+    [adapted] = list_runs(tmp_path, "tags.method = 'transfer_gradual_adapted'")
+    m = adapted.data.metrics
+    assert m["adapt_new_rows"] > 0 and m["adapt_moved_rows"] > 0  # hotel words joined, IMDB words moved
+    assert m["adapt_tokens"] > 100 * 20  # the whole training pool (349 reviews), not only the 100 labelled
+
+
+def test_adaptation_needs_a_word2vec_base(tmp_path):
+    from helpers import TRANSFER_QUICK
+
+    cfg = validate(compose_config([*TRANSFER_QUICK, "transfer.adapt=true", "tracking.enabled=false"]))
+    with pytest.raises(ConfigError, match=r"transfer.adapt: needs a base pretrained with .* \(this base: none\)"):
+        run_task(cfg, tmp_path / "out")
+
+
+def test_the_unlabelled_pool_holds_the_training_split_before_n_train_and_never_the_test_split():
+    from conftest import need_data
+    from xfer.data import load_dataset
+
+    need_data("hotel/hotel_reviews_sample.csv.gz")
+    data = validate(compose_config(["+experiment=hotel_transfer", "data.n_train=50"]))["data"]
+    ds = load_dataset(data, seed=1)
+    assert len(ds.train) == 50 and len(ds.pool_text) > 300
+    assert set(ds.train["text"]) <= set(ds.pool_text)
+    assert not set(ds.pool_text) & (set(ds.test["text"]) | set(ds.val["text"]))

@@ -60,6 +60,9 @@ class Dataset:
     categorical: list[str] = field(default_factory=list)
     checksum: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    #: the texts of the whole training split before ``n_train`` took its subset: unlabelled text of
+    #: the target domain (domain adaptation reads it; labels of the rows outside the subset never)
+    pool_text: list[str] = field(default_factory=list)
 
     def splits(self) -> dict[str, pd.DataFrame]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -385,6 +388,7 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
                             "the data needs both labels")
     if cfg["limit"] is not None:
         train, val, test = (_stratified_take(f, cfg["limit"], seed) for f in (train, val, test))
+    pool_text = train["text"].tolist()
     n_train = cfg["n_train"]
     if n_train is not None:
         if n_train > len(train):
@@ -395,7 +399,7 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
             "pos_rate_train": float(train["label"].mean()), "files": {k: str(v) for k, v in files.items()}}
     return Dataset(name=cfg["name"], train=train.reset_index(drop=True),
                    val=val.reset_index(drop=True), test=test.reset_index(drop=True),
-                   categorical=cats, checksum=dataset_checksum(cfg), info=info)
+                   categorical=cats, checksum=dataset_checksum(cfg), info=info, pool_text=pool_text)
 
 
 # --------------------------------------------------------------------------- download

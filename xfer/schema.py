@@ -371,6 +371,11 @@ class Transfer:
     unfreeze_every: Optional[int] = key(None, "gradual schedule pace (null: schedule.unfreeze_every)", ge=1)
     head_init: str = key("probe", "fresh output layer: linear probe (LP-FT) or random", choices=("probe", "random"))
     repeats: int = key(1, "seeded splits; the table reports mean and std", ge=1)
+    adapt: bool = key(False, "continue the base's word2vec pretraining on the target's unlabelled text (its "
+                             "training pool, never its test split) and add transfer_<schedule>_adapted")
+    adapt_epochs: int = key(5, "passes of the adaptation over the target text", ge=1)
+    adapt_files: list = key([], "CSV files of extra unlabelled target text for the adaptation")
+    adapt_text_column: str = key("text", "text column of transfer.adapt_files")
     methods: list = key(list(METHODS), "methods compared (scratch_pretrained: scratch with the base's pretrained "
                                        "vectors; skipped when the base has none)", choices=METHODS)
     save_bundle: bool = key(True, "save (and log) the transferred network's bundle")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,7 +23,8 @@ from ..errors import ConfigError
 from ..freeze import make_schedule, set_lr_mult, trainable_report
 from ..heads import catboost_embeddings, tfidf_lr
 from ..models import build_model, initialize
-from ..pretrain import WordVectors, apply_vectors, read_vectors
+from ..pretrain import (WordVectors, adapt_vectors, apply_adaptation, apply_vectors, read_vectors,
+                        unlabelled_texts)
 from ..surgery import extend_preprocessor, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
@@ -43,6 +44,9 @@ class Split:
     arch: dict          # the target network's architecture (the base's, target dropout)
     seed: int
     out_dir: Path
+    #: the base's vectors adapted to this split's target text (transfer.adapt), made once
+    adapted: WordVectors | None = None
+    adapt_metrics: dict = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
@@ -88,7 +92,7 @@ def schedule_config(cfg: Mapping) -> dict:
     return sched
 
 
-def _transfer(split: Split, run: NullTracker) -> tuple[dict, Any]:
+def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[dict, Any]:
     cfg, tcfg, base = split.cfg, split.cfg["transfer"], split.base
     if tcfg["vocab"] == "extend":
         pre, n_new = extend_preprocessor(base.preprocessor, split.ds.train, tcfg["extend_min_freq"])
@@ -96,9 +100,13 @@ def _transfer(split: Split, run: NullTracker) -> tuple[dict, Any]:
         pre, n_new = base.preprocessor, 0
     vocab = token_vocab(pre).vocabulary_size
     net = transplant(base, vocab, tcfg["hidden"], split.seed, ctx=context(cfg["trainer"]["ctx"]), arch=split.arch)
+    if adapted:
+        before, after = _base_vectors(split, run), _adapted_vectors(split, run)
+        run.log_metrics(apply_adaptation(net, token_vocab(pre).vocab_.idx_to_token, base.vocab_size, before, after,
+                                         base_pretrain(base).get("rescale", True)))
     sched = schedule_config(cfg)
     run.log_params({**flatten({"schedule": sched, "transfer": tcfg}), "vocab_size": vocab,
-                    "vocab_new_tokens": n_new, "n_train": split.n_train, "seed": split.seed})
+                    "vocab_new_tokens": n_new, "n_train": split.n_train, "seed": split.seed, "adapted": adapted})
     metrics, trained = train_net(net, pre, split, make_schedule(sched, hidden_replaced=tcfg["hidden"] == "replace"),
                                  run, head_init=tcfg["head_init"])
     run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
@@ -158,14 +166,30 @@ def _base_vectors(split: Split, run: NullTracker) -> WordVectors:
     return wv
 
 
+def _adapted_vectors(split: Split, run: NullTracker) -> WordVectors:
+    """The base's vectors after continuing their pretraining on this split's unlabelled target
+    text (the training pool and ``transfer.adapt_files``, never the test split); once per split."""
+    if split.adapted is None:
+        tcfg = split.cfg["transfer"]
+        texts = list(split.ds.pool_text) + unlabelled_texts(
+            {"files": tcfg["adapt_files"], "text_column": tcfg["adapt_text_column"]}, [])
+        pcfg = base_pretrain(split.base).get("config") or {}
+        split.adapted, split.adapt_metrics = adapt_vectors(_base_vectors(split, run), pcfg, split.base.preprocessor,
+                                                           texts, tcfg["adapt_epochs"], split.seed,
+                                                           progress=split.cfg["trainer"]["progress"])
+    run.log_metrics(split.adapt_metrics)
+    return split.adapted
+
+
 def _scratch_pretrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
-    """The scratch control with its embedding initialised from the base's pretrained vectors:
-    what unsupervised transfer alone gives."""
+    """The scratch control with its embedding initialised from the base's pretrained vectors
+    (adapted to the target when ``transfer.adapt``): what unsupervised transfer alone gives."""
     pre = fit_preprocessor(build_preprocessor(split.cfg["transforms"], split.ds.categorical), split.ds.train)
     tokens = token_vocab(pre).vocab_.idx_to_token
     net = initialize(build_model(split.arch, len(tokens)), split.seed, ctx=context(split.cfg["trainer"]["ctx"]))
     info = base_pretrain(split.base)
-    coverage = apply_vectors(net, tokens, _base_vectors(split, run), info.get("oov", "random"), info.get("rescale", True))
+    vectors = _adapted_vectors(split, run) if split.cfg["transfer"]["adapt"] else _base_vectors(split, run)
+    coverage = apply_vectors(net, tokens, vectors, info.get("oov", "random"), info.get("rescale", True))
     run.log_params({"vocab_size": len(tokens), "n_train": split.n_train, "seed": split.seed})
     run.log_metrics({"pretrain_coverage": coverage})
     metrics, _ = train_net(net, pre, split, make_schedule({"name": "scratch"}), run)
@@ -195,6 +219,8 @@ def _scratch_depends(split: Split) -> dict:
 
 METHODS: dict[str, Method] = {
     "transfer": Method(_transfer, lambda s: f"transfer_{s.cfg['schedule']['name']}"),
+    "transfer_adapted": Method(lambda split, run: _transfer(split, run, adapted=True),
+                               lambda s: f"transfer_{s.cfg['schedule']['name']}_adapted"),
     "scratch": Method(_scratch, lambda s: "scratch", _scratch_depends),
     "scratch_pretrained": Method(_scratch_pretrained, lambda s: "scratch_pretrained",
                                  lambda s: {**_scratch_depends(s), "pretrain": base_pretrain(s.base)}),
@@ -214,6 +240,8 @@ def methods_of(cfg: Mapping, base: Bundle | None = None) -> list[str]:
         names = [n for n in names if n != "transfer"] + ([] if "scratch" in names else ["scratch"])
     if base is not None and not base_pretrain(base):
         names = [n for n in names if n != "scratch_pretrained"]
+    if cfg["transfer"]["adapt"] and "transfer" in names:  # the ablation: transfer with and without it
+        names.insert(names.index("transfer") + 1, "transfer_adapted")
     return names
 
 
