@@ -35,7 +35,9 @@ from studylib import disk_use, mb, portable, store_runs
 
 HERE = Path(__file__).resolve().parent
 TITLES = {"learning_curve": "hotel_delhi: transfer from the IMDB base against the controls",
-          "learning_curve_hotel_sample": "hotel sample (499 rows): transfer against the controls"}
+          "learning_curve_hotel_sample": "hotel sample (499 rows): transfer against the controls",
+          "hotel_delhi_pretrained": "hotel_delhi: transfer from an IMDB base with pretrained word vectors, with and "
+                                    "without domain adaptation"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
