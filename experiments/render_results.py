@@ -208,11 +208,9 @@ def hotel_sample_table() -> str:
 
 def efficiency(records: list[dict]) -> str:
     """How many labels TF-IDF + LR needs to match the best transfer schedule, per n_train."""
-    from xfer.report import labels_to_match, learning_curve_summary
+    from xfer.report import labels_to_match_text, learning_curve_summary
 
-    parts = [f"{x['n_train']}: {x['labels']:,} ({x['ratio']:.1f}x)" if x["labels"] is not None
-             else f"{x['n_train']}: more than measured" for x in labels_to_match(learning_curve_summary(records))]
-    return "labels TF-IDF + LR needs to match the best transfer schedule, at each n_train: " + "; ".join(parts)
+    return labels_to_match_text(learning_curve_summary(records))
 
 
 def curve_table(study: str) -> str:

@@ -27,7 +27,7 @@ import yaml
 
 from xfer.config import compose_config
 from xfer.provenance import provenance
-from xfer.report import (crossover, labels_to_match, learning_curve_plot, learning_curve_summary,
+from xfer.report import (crossover, labels_to_match_text, learning_curve_plot, learning_curve_summary,
                          learning_curve_table, runs_to_records)
 from xfer.schema import validate
 
@@ -98,9 +98,7 @@ def render(record: dict, name: str) -> str:
     m = record["machine"]
     summary = learning_curve_summary(record["records"])
     verdicts = "\n".join(f"- {v}" for v in record["verdicts"].values())
-    matches = "; ".join(f"{x['n_train']}: {x['labels']:,} ({x['ratio']:.1f}x)" if x["labels"] is not None
-                        else f"{x['n_train']}: more than measured" for x in labels_to_match(summary))
-    verdicts += f"\n- labels TF-IDF + LR needs to match the best transfer schedule, at each n_train: {matches}"
+    verdicts += f"\n- {labels_to_match_text(summary)}"
     bases = ", ".join(f"{k} (IMDB test accuracy {v:.4f})" for k, v in record["base_test_accuracy"].items() if v)
     return (f"# {TITLES.get(name, name)}\n\n"
             f"Generated from [`results/{name}.json`](results/{name}.json) by `{record['command']}`, which runs "

@@ -88,6 +88,13 @@ def labels_to_match(summary, method_prefix: str = "transfer", control: str = "tf
     return out
 
 
+def labels_to_match_text(summary) -> str:
+    """``labels_to_match`` as one sentence."""
+    parts = [f"{x['n_train']}: {x['labels']:,} ({x['ratio']:.1f}x)" if x["labels"] is not None
+             else f"{x['n_train']}: more than measured" for x in labels_to_match(summary)]
+    return "labels TF-IDF + LR needs to match the best transfer schedule, at each n_train: " + "; ".join(parts)
+
+
 def learning_curve_plot(summary, path: str | Path, title: str) -> Path:
     import matplotlib
 
@@ -138,9 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = learning_curve_plot(summary, out.with_suffix(".png"), args.title)
     verdicts = crossover(summary)
-    verdicts["labels_to_match_tfidf_lr"] = "labels TF-IDF + LR needs to match the best transfer schedule: " + "; ".join(
-        f"{x['n_train']}: {x['labels']:,} ({x['ratio']:.1f}x)" if x["labels"] is not None
-        else f"{x['n_train']}: more than measured" for x in labels_to_match(summary))
+    verdicts["labels_to_match_tfidf_lr"] = labels_to_match_text(summary)
     command = "python -m xfer.report " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (f"Command: `{command}`\n\n" + "\n".join(f"- {v}" for v in verdicts.values()) + "\n\n"
           + learning_curve_table(summary)
