@@ -168,7 +168,7 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
         raise ConfigError("transfer.adapt: needs a base pretrained with base.pretrain.method=skipgram or cbow "
                           f"(this base: {(base_pretrain(base).get('config') or {}).get('method', 'none')})")
     if "scratch_pretrained" in cfg["transfer"]["methods"] and "scratch_pretrained" not in methods_of(cfg, base):
-        log.info("scratch_pretrained: skipped, the base has no pretrain stage (base.pretrain.method=none)")
+        log.debug("scratch_pretrained: left out, the base has no pretrain stage (base.pretrain.method=none)")
     arch = target_architecture(base.model_cfg["architecture"], cfg["model"])
     oov = token_vocab(base.preprocessor).oov_rate(tokens_of(base.preprocessor, splits[0].train["text"]))
     log.info("target %s: OOV rate under the base vocabulary %.2f%%", splits[0].name, 100 * oov)
