@@ -244,6 +244,20 @@ def efficiency(records: list[dict]) -> str:
     return labels_to_match_text(learning_curve_summary(records))
 
 
+def delhi_targets(means) -> str:
+    """The hotel_delhi targets: the best transfer ahead of scratch and of TF-IDF + LR by >= 0.08 at
+    100 labels and by >= 0.04 at 500 and 1,000."""
+    parts = []
+    for n, need in ((100, 0.08), (500, 0.04), (1000, 0.04)):
+        if n not in means.index:
+            continue
+        row = means.loc[n]
+        best = row[[c for c in TRANSFER if c in row.index]].max()
+        lead = min(best - row["scratch"], best - row["tfidf_lr"])
+        parts.append(f"{n}: {'met' if lead >= need else 'not met'} (smaller lead {lead:+.3f}, needs {need:+.2f})")
+    return "targets (lead over both scratch and TF-IDF + LR): " + "; ".join(parts)
+
+
 def curve_table(study: str) -> str:
     """Mean test ROC-AUC per n_train and method of a learning-curve study (best of each row in bold),
     the best transfer schedule's lead over scratch and TF-IDF + LR, the verdicts and the disk used."""
@@ -260,6 +274,8 @@ def curve_table(study: str) -> str:
         best = row[[c for c in TRANSFER if c in cols]].max()
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {best - row['scratch']:+.4f} | {best - row['tfidf_lr']:+.4f} |")
     verdicts = "\n".join(f"- {v}" for v in r["verdicts"].values())
+    if r["records"][0]["data"] == "hotel_delhi":
+        verdicts += f"\n- {delhi_targets(means)}"
     return ("\n".join(lines) + f"\n\n{verdicts}\n- {efficiency(r['records'])}\n\n{r['jobs_finished']} of {r['jobs_started']} jobs finished in "
             f"{r['wall_seconds'] / 60:.0f} min; base `{r['records'][0]['base']}` ({r['bases_trained']} trained in the sweep). Disk: {r['store_mb']:.0f} MB "
             f"for the whole store ({r['artifact_mb_per_base_run']:.0f} MB for the base run), {r['outputs_mb']:.1f} MB in "
