@@ -96,6 +96,18 @@ def hotel_delhi() -> str:
             f"base `{r['records'][0]['base']}` {source('learning_curve', r)}:\n\n" + "\n".join(lines))
 
 
+def delhi_pretrained() -> str:
+    if not recorded("hotel_delhi_pretrained"):
+        return f"- hotel_delhi with a pretrained base: {not_yet('hotel_delhi_pretrained')}"
+    r = load("hotel_delhi_pretrained")
+    means = curve_means(r)
+    parts = ", ".join(f"{n}: {row.get('transfer_gradual_adapted', float('nan')):.3f} adapted / "
+                      f"{row.get('transfer_gradual', float('nan')):.3f} not" for n, row in means.iterrows())
+    return (f"- hotel_delhi from an IMDB base with pretrained vectors (`pretrain@base.pretrain=imdb_skipgram`), "
+            f"with domain adaptation to the target's unlabelled reviews and without (`transfer.adapt`), mean test "
+            f"ROC-AUC per n_train: {parts} {source('hotel_delhi_pretrained', r)}.")
+
+
 def serving() -> str:
     r, p = load("serving_cnn_ngrams"), load("serving_profile")
     b = r["batch"]
@@ -153,7 +165,7 @@ def serving_table() -> str:
 
 
 def section() -> str:
-    parts = [imdb(), imdb_pretrained(), hotel_sample(), hotel_delhi(), serving(), memory(), preprocess(), speed(), sweeps()]
+    parts = [imdb(), imdb_pretrained(), hotel_sample(), hotel_delhi(), delhi_pretrained(), serving(), memory(), preprocess(), speed(), sweeps()]
     return f"{BEGIN}\n" + "\n".join(parts) + f"\n{END}"
 
 
