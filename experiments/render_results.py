@@ -342,7 +342,13 @@ def memory_table() -> str:
     for name, c in r["commands"].items():
         rows.append(f"| `{c['command']}` ({name}) | {c['peak_rss_mb']:,.0f} | "
                     f"{'yes' if c['peak_rss_mb'] <= r['target_mb'] else '**no**'} | {c['wall_seconds']:.0f} |")
-    return "\n".join(rows) + f"\n\nTarget {r['target_mb']:,} MB {source('memory', r)}."
+    profiles = []
+    for study, name in (("memory_profile", "imdb_base"), ("memory_profile_pretrained", "imdb_base_pretrained")):
+        if recorded(f"memory_profile_{name}"):
+            p = load(f"memory_profile_{name}")
+            profiles.append(f"`{' '.join(p['overrides'])}` in-process {p['peak_rss_mb']:,} MB {source(study, p)}")
+    return ("\n".join(rows) + f"\n\nTarget {r['target_mb']:,} MB {source('memory', r)}. Profiles (`profile_memory.py`): "
+            + "; ".join(profiles) + ".")
 
 
 def mlflow_ui_table() -> str:
