@@ -62,11 +62,11 @@ def command(argv: list[str] | None = None) -> str:
 
 
 def is_result(path: str) -> bool:
-    """A file that studies write (results JSON, generated pages and plots), not code or config:
-    other studies' fresh results in the tree do not make a record's code dirty."""
+    """A file that cannot change what a study computes: results JSON, pages and plots (markdown and
+    images anywhere, e.g. the READMEs' generated tables). Other studies' fresh results in the tree
+    do not make a record dirty; code, configs and data do."""
     parts = Path(path).parts
-    return parts[:1] == ("experiments",) and (parts[1:2] == ("results",) or
-                                              (len(parts) == 2 and Path(path).suffix in (".md", ".png")))
+    return parts[:2] == ("experiments", "results") or Path(path).suffix in (".md", ".png")
 
 
 def provenance(argv: list[str] | None = None) -> dict:
