@@ -239,14 +239,20 @@ def encoders_table() -> str:
             f"{source('imdb_base_encoders', r)}.")
 
 
-def hotel_sample_table() -> str:
-    r = load("hotel_transfer_sample")
+def hotel_sample_pretrained_table() -> str:
+    if not recorded("hotel_transfer_sample_pretrained"):
+        return not_yet("hotel_sample_pretrained")
+    return hotel_sample_table("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")
+
+
+def hotel_sample_table(name: str = "hotel_transfer_sample", study: str = "hotel_sample") -> str:
+    r = load(name)
     rows = [f"| {x['method']} | {x['test_roc_auc']:.4f} | {x['test_roc_auc_std']:.4f} | {x['test_accuracy']:.4f} | "
             f"{x['train_seconds']:.1f} |" for x in r["summary"]]
     return ("| method | test_roc_auc (mean of 5 splits) | std | test_accuracy | train_seconds |\n|---|---|---|---|---|\n"
             + "\n".join(rows) + f"\n\nDisk: {r['artifact_mb_per_base_run']:.0f} MB for the base run, "
             f"{r['artifact_mb_per_transfer_run']:.1f} MB per transfer run, {r['outputs_mb']:.1f} MB left in the job's "
-            f"output directory (targets 60 / 20 / 5 MB). {source('hotel_sample', r)}")
+            f"output directory (targets 60 / 20 / 5 MB). {source(study, r)}")
 
 
 def efficiency(records: list[dict]) -> str:
@@ -374,7 +380,8 @@ def blocks() -> list[tuple[Path, str, str, str]]:
            (page, *markers("studies"), studies_table()),
            (page, *markers("imdb table"), imdb_table()),
            (page, *markers("serving table"), serving_table())]
-    for name, make in [("pretrained", pretrained_table), ("encoders", encoders_table), ("hotel sample", hotel_sample_table), ("learning curve", lambda: curve_table("learning_curve")),
+    for name, make in [("pretrained", pretrained_table), ("encoders", encoders_table), ("hotel sample", hotel_sample_table),
+                       ("hotel sample pretrained", hotel_sample_pretrained_table), ("learning curve", lambda: curve_table("learning_curve")),
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
