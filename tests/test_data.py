@@ -155,3 +155,20 @@ def test_download_failure_leaves_nothing(tmp_path):
     assert list((tmp_path / "out" / "imdb").iterdir()) == []
     with pytest.raises(DataError, match="download failed"):
         download_imdb(tmp_path / "out", url=(tmp_path / "missing.tar.gz").as_uri())
+
+
+def test_a_repaired_file_is_reported_once_per_process_not_once_per_split(caplog):
+    import logging
+
+    from conftest import need_data
+    from xfer import data as xdata
+    from xfer.config import compose_config
+    from xfer.schema import validate
+
+    need_data("hotel/hotel_reviews_sample.csv.gz")
+    cfg = validate(compose_config(["+experiment=hotel_transfer"]))["data"]
+    xdata._REPAIRS_REPORTED.clear()
+    with caplog.at_level(logging.WARNING, logger="xfer.data"):
+        for seed in range(3):  # a 3-split job loads the file three times
+            xdata.load_dataset(cfg, seed=seed)
+    assert sum("whose text spilled" in r.getMessage() for r in caplog.records) == 1

@@ -294,6 +294,10 @@ def model_frame(raw: pd.DataFrame, spec: Mapping[str, Any], source: str = "input
     return out
 
 
+#: (file, rows) whose repair this process has already reported
+_REPAIRS_REPORTED: set[tuple[str, int]] = set()
+
+
 def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
     """Read one CSV and return the standard frame (id, text, label, categorical...)."""
     path, cfg = Path(path), section("data", {"name": Path(path).name, "files": {}, **cfg})  # the file is ``path``
@@ -308,7 +312,8 @@ def load_frame(path: str | Path, cfg: Mapping) -> pd.DataFrame:
 
     out = model_frame(frame, input_spec(cfg), str(path))
     n_fixed = out.attrs["n_repaired"]
-    if n_fixed:
+    if n_fixed and (str(path), n_fixed) not in _REPAIRS_REPORTED:  # once per file, not once per split
+        _REPAIRS_REPORTED.add((str(path), n_fixed))
         log.warning("%s: repaired %d row(s) whose text spilled into %s", path, n_fixed, list(cats))
     out.insert(1, "id", frame[id_cols].astype(str).agg("_".join, axis=1) if id_cols else
                [f"{path.name}:{i}" for i in range(len(frame))])
