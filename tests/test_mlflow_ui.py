@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from xfer.jobs import run_task
 from xfer.schema import validate
 from xfer.tracking import make_tracker
 
-from helpers import TRANSFER_QUICK, free_port
+from helpers import TRANSFER_QUICK, free_port, wait_for_http
 
 pytestmark = pytest.mark.e2e
 
@@ -47,15 +46,7 @@ def server(tmp_path_factory):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read()[-3000:])
-                time.sleep(0.5)
+        wait_for_http(base + "/health", proc, seconds=120)
         yield base, tracker, result["records"], tmp
     finally:
         proc.terminate()

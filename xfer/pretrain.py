@@ -155,6 +155,13 @@ def _result(model) -> WordVectors:
                        np.asarray(context, dtype=np.float32), counts)
 
 
+def require_word2vec(method: str | None) -> None:
+    """Adaptation continues word2vec's objective: the base must have been pretrained with it."""
+    if method not in ("skipgram", "cbow"):
+        raise ConfigError("transfer.adapt: needs a base pretrained with base.pretrain.method=skipgram or cbow "
+                          f"(this base: {method or 'none'})")
+
+
 def adapt_vectors(wv: WordVectors, pcfg: Mapping, pre, texts: Sequence[str], epochs: int, seed: int,
                   progress: bool = True) -> tuple[WordVectors, dict]:
     """Continue the word2vec objective of ``wv`` on ``texts`` (a target domain's unlabelled text,
@@ -165,9 +172,7 @@ def adapt_vectors(wv: WordVectors, pcfg: Mapping, pre, texts: Sequence[str], epo
 
     from gensim.models import Word2Vec
 
-    if wv.context is None or pcfg["method"] not in ("skipgram", "cbow"):
-        raise ConfigError("transfer.adapt: needs a base pretrained with base.pretrain.method=skipgram or cbow "
-                          f"(it has {pcfg['method']})")
+    require_word2vec(pcfg.get("method") if wv.context is not None else None)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="xfer-adapt-") as tmp:

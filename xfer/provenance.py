@@ -1,5 +1,6 @@
 """Where a result came from: git commit (and whether the code differed from it: a modified file
-outside the studies' results), date, machine, Python and key package versions, the exact command. Every results JSON under ``experiments/`` carries it."""
+that is not a result, a page or a plot, ``is_result``), date, machine, Python and key package
+versions, the exact command. Every results JSON under ``experiments/`` carries it."""
 from __future__ import annotations
 
 import functools

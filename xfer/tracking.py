@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 from .errors import ConfigError
 from .locate import (DEFAULT_URI, MODEL_TAG, download_artifacts, resolve_bundle,  # noqa: F401 - re-exported
                      run_bundle_uri, tracking_uri)
+from .schema import METHODS, SCHEDULES
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 #: methods start folded; a click on a group lists its runs).
 COMPARISON_VIEW = "xfer-methods"
 COMPARISON_VIEW_TAG = f"mlflow.sharedViewState.{COMPARISON_VIEW}"
-_METHOD_LABELS = [*(f"transfer_{s}{a}" for a in ("", "_adapted") for s in ("frozen", "gradual", "discriminative", "full")),
-                  "scratch", "scratch_pretrained", "catboost_embeddings", "tfidf_lr"]
+_METHOD_LABELS = [*(f"transfer_{s}{a}" for a in ("", "_adapted") for s in SCHEDULES if s != "scratch"),
+                  *(m for m in METHODS if m != "transfer")]
 COMPARISON_VIEW_STATE = {
     "searchFilter": "tags.method LIKE '%'",
     "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "method"}]},

@@ -25,6 +25,7 @@ from ..heads import catboost_embeddings, tfidf_lr
 from ..models import build_model, initialize
 from ..pretrain import (WordVectors, adapt_vectors, apply_adaptation, apply_vectors, read_vectors,
                         unlabelled_texts)
+from ..schema import Pretrain
 from ..surgery import extend_preprocessor, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
@@ -103,7 +104,7 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
     if adapted:
         before, after = _base_vectors(split, run), _adapted_vectors(split, run)
         run.log_metrics(apply_adaptation(net, token_vocab(pre).vocab_.idx_to_token, base.vocab_size, before, after,
-                                         base_pretrain(base).get("rescale", True)))
+                                         pretrain_setting(base, "rescale")))
     sched = schedule_config(cfg)
     run.log_params({**flatten({"schedule": sched, "transfer": tcfg}), "vocab_size": vocab,
                     "vocab_new_tokens": n_new, "n_train": split.n_train, "seed": split.seed, "adapted": adapted})
@@ -128,11 +129,18 @@ def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, s
     tidy_outputs(cfg, run, path)
 
 
-def _scratch(split: Split, run: NullTracker) -> tuple[dict, Any]:
+def _scratch(split: Split, run: NullTracker, pretrained: bool = False) -> tuple[dict, Any]:
+    """The architecture from scratch on the target; ``pretrained``: its embedding started from the
+    base's pretrained vectors (adapted to the target when ``transfer.adapt``), what unsupervised
+    transfer alone gives (``scratch_pretrained``)."""
     pre = fit_preprocessor(build_preprocessor(split.cfg["transforms"], split.ds.categorical), split.ds.train)
-    vocab = token_vocab(pre).vocabulary_size
-    net = initialize(build_model(split.arch, vocab), split.seed, ctx=context(split.cfg["trainer"]["ctx"]))
-    run.log_params({"vocab_size": vocab, "n_train": split.n_train, "seed": split.seed})
+    tokens = token_vocab(pre).vocab_.idx_to_token
+    net = initialize(build_model(split.arch, len(tokens)), split.seed, ctx=context(split.cfg["trainer"]["ctx"]))
+    if pretrained:
+        vectors = _adapted_vectors(split, run) if split.cfg["transfer"]["adapt"] else _base_vectors(split, run)
+        run.log_metrics({"pretrain_coverage": apply_vectors(net, tokens, vectors, pretrain_setting(split.base, "oov"),
+                                                            pretrain_setting(split.base, "rescale"))})
+    run.log_params({"vocab_size": len(tokens), "n_train": split.n_train, "seed": split.seed})
     metrics, _ = train_net(net, pre, split, make_schedule({"name": "scratch"}), run)
     return metrics, None
 
@@ -148,6 +156,13 @@ def base_pretrain(base: Bundle) -> dict:
     return base.meta.get("pretrain") or {}
 
 
+def pretrain_setting(base: Bundle, key: str) -> Any:
+    """A setting of the base's pretrain stage (``pretrain.<key>``; the schema's default if the
+    bundle does not record it, None for ``method`` without a pretrain stage)."""
+    config = base_pretrain(base).get("config") or {}
+    return config.get(key, None if key == "method" else getattr(Pretrain(), key))
+
+
 def _base_vectors(split: Split, run: NullTracker) -> WordVectors:
     """The base's pretrained vectors, read once per job (kept on the base bundle)."""
     wv = getattr(split.base, "vectors", None)
@@ -160,7 +175,7 @@ def _base_vectors(split: Split, run: NullTracker) -> WordVectors:
                 with tempfile.TemporaryDirectory(prefix="xfer-vectors-") as tmp:
                     wv = WordVectors.load(run.download_artifacts(info["run_id"], "vectors.npz", dst=tmp))
             except Exception as e:  # noqa: BLE001 - a store without that run, or tracking off
-                raise ConfigError(f"scratch_pretrained: the base's vectors (pretrain run {info.get('run_id')}) "
+                raise ConfigError(f"base.pretrain: the base's vectors (pretrain run {info.get('run_id')}) "
                                   f"cannot be read from this job's store: {type(e).__name__}") from None
         split.base.vectors = wv
     return wv
@@ -173,27 +188,12 @@ def _adapted_vectors(split: Split, run: NullTracker) -> WordVectors:
         tcfg = split.cfg["transfer"]
         texts = list(split.ds.pool_text) + unlabelled_texts(
             {"files": tcfg["adapt_files"], "text_column": tcfg["adapt_text_column"]}, [])
-        pcfg = base_pretrain(split.base).get("config") or {}
+        pcfg = base_pretrain(split.base).get("config") or {"method": None}
         split.adapted, split.adapt_metrics = adapt_vectors(_base_vectors(split, run), pcfg, split.base.preprocessor,
                                                            texts, tcfg["adapt_epochs"], split.seed,
                                                            progress=split.cfg["trainer"]["progress"])
     run.log_metrics(split.adapt_metrics)
     return split.adapted
-
-
-def _scratch_pretrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
-    """The scratch control with its embedding initialised from the base's pretrained vectors
-    (adapted to the target when ``transfer.adapt``): what unsupervised transfer alone gives."""
-    pre = fit_preprocessor(build_preprocessor(split.cfg["transforms"], split.ds.categorical), split.ds.train)
-    tokens = token_vocab(pre).vocab_.idx_to_token
-    net = initialize(build_model(split.arch, len(tokens)), split.seed, ctx=context(split.cfg["trainer"]["ctx"]))
-    info = base_pretrain(split.base)
-    vectors = _adapted_vectors(split, run) if split.cfg["transfer"]["adapt"] else _base_vectors(split, run)
-    coverage = apply_vectors(net, tokens, vectors, info.get("oov", "random"), info.get("rescale", True))
-    run.log_params({"vocab_size": len(tokens), "n_train": split.n_train, "seed": split.seed})
-    run.log_metrics({"pretrain_coverage": coverage})
-    metrics, _ = train_net(net, pre, split, make_schedule({"name": "scratch"}), run)
-    return metrics, None
 
 
 def _catboost(split: Split, run: NullTracker) -> tuple[dict, Any]:
@@ -222,7 +222,8 @@ METHODS: dict[str, Method] = {
     "transfer_adapted": Method(lambda split, run: _transfer(split, run, adapted=True),
                                lambda s: f"transfer_{s.cfg['schedule']['name']}_adapted"),
     "scratch": Method(_scratch, lambda s: "scratch", _scratch_depends),
-    "scratch_pretrained": Method(_scratch_pretrained, lambda s: "scratch_pretrained",
+    "scratch_pretrained": Method(lambda split, run: _scratch(split, run, pretrained=True),
+                                 lambda s: "scratch_pretrained",
                                  lambda s: {**_scratch_depends(s), "pretrain": base_pretrain(s.base)}),
     "catboost_embeddings": Method(_catboost, lambda s: "catboost_embeddings",
                                   lambda s: {**s.data_identity(), "base": s.base_identity(),

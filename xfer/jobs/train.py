@@ -155,8 +155,7 @@ def init_embedding(cfg: Mapping, job: dict, tracker: NullTracker) -> None:
     tokens = token_vocab(job["pre"]).vocab_.idx_to_token
     coverage = apply_vectors(job["net"], tokens, vectors, cfg["pretrain"]["oov"], cfg["pretrain"]["rescale"])
     log.info("pretrain: vectors for %.1f%% of the vocabulary (%s)", 100 * coverage, info["source"])
-    job["pretrain"] = {**info, "coverage": coverage, "oov": cfg["pretrain"]["oov"], "rescale": cfg["pretrain"]["rescale"],
-                       "config": {k: v for k, v in cfg["pretrain"].items() if k != "files"}}
+    job["pretrain"] = {**info, "coverage": coverage, "config": {k: v for k, v in cfg["pretrain"].items() if k != "files"}}
 
 
 def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:

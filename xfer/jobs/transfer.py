@@ -22,8 +22,8 @@ import pandas as pd
 from .. import __version__
 from ..bundle import Bundle, load_bundle
 from ..data import Dataset, dataset_checksum, load_dataset, load_frame
-from ..errors import ConfigError
 from ..features import layer_embeddings, tsne_plot
+from ..pretrain import require_word2vec
 from ..encode import encode_frame
 from ..plots import markdown_table
 from ..schema import validate
@@ -31,7 +31,7 @@ from ..surgery import target_architecture
 from ..tracking import NullTracker, flatten, resolve_bundle, tracked_run
 from ..train import release_memory, seed_everything
 from ..transforms import token_vocab, tokens_of
-from .methods import Split, base_pretrain, methods_of, run_method
+from .methods import Split, methods_of, pretrain_setting, run_method
 from .stages import reuse_or_run
 from .train import base_fingerprint, train_task
 
@@ -159,14 +159,11 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
     splits = [load_dataset(cfg["data"], seed=seed + r) for r in range(cfg["transfer"]["repeats"])]
     if cfg["base"]["data"]:
         dataset_checksum(cfg["base"]["data"])  # the base data must exist (t-SNE reads it) even when reused
-    composed = cfg["base"]["pretrain"]["method"] if not (cfg["base"]["path"] or cfg["base"]["run_id"]) else None
-    if cfg["transfer"]["adapt"] and composed not in (None, "skipgram", "cbow"):
-        raise ConfigError(f"transfer.adapt: needs a base pretrained with base.pretrain.method=skipgram or cbow "
-                          f"(this base: {composed})")
+    if cfg["transfer"]["adapt"] and not (cfg["base"]["path"] or cfg["base"]["run_id"]):
+        require_word2vec(cfg["base"]["pretrain"]["method"])  # before a composed base is trained
     base, base_info = obtain_base(cfg, out_dir, tracker)
-    if cfg["transfer"]["adapt"] and (base_pretrain(base).get("config") or {}).get("method") not in ("skipgram", "cbow"):
-        raise ConfigError("transfer.adapt: needs a base pretrained with base.pretrain.method=skipgram or cbow "
-                          f"(this base: {(base_pretrain(base).get('config') or {}).get('method', 'none')})")
+    if cfg["transfer"]["adapt"]:
+        require_word2vec(pretrain_setting(base, "method"))
     if "scratch_pretrained" in cfg["transfer"]["methods"] and "scratch_pretrained" not in methods_of(cfg, base):
         log.debug("scratch_pretrained: left out, the base has no pretrain stage (base.pretrain.method=none)")
     arch = target_architecture(base.model_cfg["architecture"], cfg["model"])
