@@ -76,6 +76,11 @@ def hotel_sample() -> str:
             f"{r['artifact_mb_per_transfer_run']:.0f} MB per transfer run, {r['outputs_mb']:.1f} MB left in `outputs/`.")
 
 
+def best_transfer(row) -> float:
+    """The best transfer method's mean in a row of ``curve_means``."""
+    return row[[c for c in TRANSFER if c in row.index]].max()
+
+
 def curve_means(record: dict):
     """Mean test ROC-AUC per n_train (rows) and method (columns) of a learning-curve record."""
     df = pd.DataFrame(record["records"])
@@ -90,7 +95,7 @@ def hotel_delhi() -> str:
     cols = ["transfer (best schedule)", *[c for c in CONTROLS if c in means.columns]]
     lines = ["  | n_train | " + " | ".join(cols) + " |", "  |---|" + "---|" * len(cols)]
     for n, row in means.iterrows():
-        best = row[[c for c in TRANSFER if c in row]].max()
+        best = best_transfer(row)
         lines.append(f"  | {n} | {best:.3f} | " + " | ".join(f"{row.get(c, float('nan')):.3f}" for c in cols[1:]) + " |")
     return (f"- hotel_delhi (happy = Rating >= 7, `+experiment=learning_curve`), mean test ROC-AUC over 3 seeds, "
             f"base `{r['records'][0]['base']}` {source('learning_curve', r)}:\n\n" + "\n".join(lines))
@@ -270,7 +275,7 @@ def delhi_targets(means) -> str:
         if n not in means.index:
             continue
         row = means.loc[n]
-        best = row[[c for c in TRANSFER if c in row.index]].max()
+        best = best_transfer(row)
         lead = min(best - row["scratch"], best - row["tfidf_lr"])
         parts.append(f"{n}: {'met' if lead >= need else 'not met'} (smaller lead {lead:+.3f}, needs {need:+.2f})")
     return "targets (lead over both scratch and TF-IDF + LR): " + "; ".join(parts)
@@ -289,7 +294,7 @@ def curve_table(study: str) -> str:
     for n, row in means.iterrows():
         top = row[cols].max()
         cells = [f"**{row[c]:.4f}**" if row[c] == top else f"{row[c]:.4f}" for c in cols]
-        best = row[[c for c in TRANSFER if c in cols]].max()
+        best = best_transfer(row)
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {best - row['scratch']:+.4f} | {best - row['tfidf_lr']:+.4f} |")
     verdicts = "\n".join(f"- {v}" for v in r["verdicts"].values())
     if r["records"][0]["data"] == "hotel_delhi":

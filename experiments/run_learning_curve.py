@@ -72,9 +72,10 @@ def sweep(store: Path, experiment: str, overrides: list[str]) -> dict:
     bases = {r.info.run_id: r for r in runs if r.data.tags.get("xfer.task") == "train"}
     finished = [{"run_id": r.info.run_id, "tags": r.data.tags, "metrics": r.data.metrics}
                 for r in runs if r.info.status == "FINISHED" and r.data.tags.get("xfer.task") == "transfer"]
+    tags_of = {r["run_id"]: r["tags"] for r in finished}
     records = []
     for rec in runs_to_records(finished):
-        tags = next(r["tags"] for r in finished if r["run_id"] == rec["run_id"])
+        tags = tags_of[rec["run_id"]]
         base = bases.get(tags.get("xfer.base_run", ""))
         base_name = (f"{base.data.params.get('model.name', '?')}-{base.data.tags.get('xfer.fingerprint', '')[:8]}"
                      if base else tags.get("xfer.base_source", "?"))
@@ -89,7 +90,7 @@ def sweep(store: Path, experiment: str, overrides: list[str]) -> dict:
             "jobs_finished": sum(r.info.status == "FINISHED" for r in jobs),
             "jobs_failed": sum(r.info.status == "FAILED" for r in jobs), "bases_trained": len(bases),
             "base_test_accuracy": base_metrics,
-            **disk_use(uri, store / "outputs"), "outputs_mb": mb(store / "outputs") + mb(store / "multirun"),
+            **disk_use(uri, store / "outputs", store / "multirun"),
             "store_mb": mb(store), "config": config, "job_overrides": [" ".join(o) for o in job_overrides], "records": records}
 
 

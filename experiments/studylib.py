@@ -27,9 +27,9 @@ def store_runs(uri: str) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=50000)
 
 
-def disk_use(uri: str, outputs: Path) -> dict:
+def disk_use(uri: str, *outputs: Path) -> dict:
     """MB of MLflow artifacts per run (its own artifacts plus the logged model it owns) and of the
-    job's output directory."""
+    job's output directories."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -43,4 +43,4 @@ def disk_use(uri: str, outputs: Path) -> dict:
         sizes.append((run.data.tags.get("xfer.task"), run.data.tags.get("xfer.method") or "", size))
     return {"artifact_mb_per_base_run": max((s for task, _, s in sizes if task == "train"), default=0.0),
             "artifact_mb_per_transfer_run": max((s for _, m, s in sizes if m.startswith("transfer_")), default=0.0),
-            "artifact_mb_all_runs": sum(s for *_, s in sizes), "outputs_mb": mb(outputs)}
+            "artifact_mb_all_runs": sum(s for *_, s in sizes), "outputs_mb": sum(mb(o) for o in outputs)}
