@@ -7,7 +7,7 @@ generated nodes, so Hydra knows every key (``trainer.max_epochs=2`` overrides wi
 and the schema stays the only place that holds a default:
 
 - ``xfer_stage_base``: ``seed`` and ``trainer``, included by every ``stage/*.yaml``;
-- ``xfer_job_base``: the job-level sections (task, resume, tracking, register, transfer);
+- ``xfer_job_base``: the job-level sections (task, resume, tracking, register, sweep, transfer);
 - ``xfer_data_base``: every optional key of a data config, under each stage's ``data``, so a
   user's own data config needs only its required keys and still takes ``data.limit=...``.
 """
@@ -21,7 +21,7 @@ from . import schema
 def job_defaults() -> dict:
     """The job-level keys that no config group sets, with the schema's defaults."""
     return {"task": "train", "resume": None, "tracking": schema.section("tracking", {}),
-            "register": schema.section("register", {}), "transfer": schema.section("transfer", {}), "base": None}
+            "register": schema.section("register", {}), "sweep": schema.section("sweep", {}), "transfer": schema.section("transfer", {}), "base": None}
 
 
 def data_defaults() -> dict:

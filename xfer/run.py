@@ -18,7 +18,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from .config import register_configs  # noqa: E402
-from .errors import XferError  # noqa: E402
+from .errors import XferError, on_termination  # noqa: E402
 
 log = logging.getLogger("xfer")
 #: OS errors about the machine, not the code (disk full, read-only file system, no permission):
@@ -31,12 +31,21 @@ def execute(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Run the configured task with tracking; raises XferError on bad input."""
     from .jobs import run_task
     from .schema import validate
-    from .sweep import sweep_context
+    from .sweep import job_fingerprint, resume_point, sweep_context
     from .tracking import make_tracker
 
     plain = validate(OmegaConf.to_container(cfg, resolve=True))  # bad values stop here, before any run
-    tracker = make_tracker(plain["tracking"])
-    tracker.default_parent, tracker.default_tags = sweep_context()
+    parent, tags = sweep_context()
+    tracker = make_tracker(plain["tracking"], probe=parent is None)  # a sweep's parent made the check
+    tracker.default_parent, tracker.default_tags = parent, tags
+    if parent:
+        tracker.default_tags["xfer.job_fingerprint"] = job_fingerprint(plain)
+    point = resume_point(plain, tracker)  # a resumed sweep: this job's earlier runs
+    if point and "skip" in point:
+        return {"run_id": point["skip"]["run_id"], "objective": point["skip"]["metrics"].get("objective"),
+                "metrics": point["skip"]["metrics"], "skipped": True}
+    if point:
+        plain["resume"] = point["resume"]
     result = run_task(plain, out_dir, tracker)
     if result.get("objective") is not None and tracker.run_id:  # what a sweeper optimises (validation only)
         tracker.log_metrics({"objective": float(result["objective"])})
@@ -61,6 +70,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    on_termination()  # SIGTERM/SIGHUP end the run KILLED with the reason, not left RUNNING
     try:
         result = execute(cfg, hc.runtime.output_dir)
     except (XferError, OSError) as e:

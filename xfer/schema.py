@@ -311,6 +311,15 @@ class Register:
     force_alias: bool = key(False, "move the alias whatever the metric")
 
 
+@dataclass(kw_only=True)
+class Sweep:
+    """Hydra multiruns (``-m``): one MLflow parent run per sweep, each job a child run."""
+    resume: Optional[str] = key(None, "the id of an interrupted sweep (its parent run's xfer.sweep_id, printed at "
+                                      "its start): the same -m command then skips every job that finished, "
+                                      "continues interrupted training jobs from their last checkpoint and runs "
+                                      "the rest, all under the original parent run")
+
+
 PRETRAIN_METHODS = ("none", "skipgram", "cbow", "fasttext", "file")
 
 
@@ -392,6 +401,7 @@ class Config(Stage):
     heads: Heads = key(Heads(), "the classic comparison heads")
     tracking: Tracking = key(Tracking(), "MLflow")
     register: Register = key(Register(), "MLflow Model Registry")
+    sweep: Sweep = key(Sweep(), "-m sweeps")
     base: Optional[Base] = key(None, "task=transfer: the base stage")
     transfer: Transfer = key(Transfer(), "task=transfer: how the base is carried over")
 
@@ -535,7 +545,8 @@ def _join(path: str, name: str) -> str:
 
 
 SECTIONS = {"trainer": Trainer, "transforms": Transforms, "model": Model, "data": Data, "heads": Heads,
-            "tracking": Tracking, "register": Register, "transfer": Transfer, "base": Base}
+            "tracking": Tracking, "register": Register, "transfer": Transfer, "base": Base,
+            "sweep": Sweep}
 TAGGED = {"optimizer": (OPTIMIZERS, "name"), "schedule": (SCHEDULES, "name"),
           "lr_schedule": (LR_SCHEDULES, "type"), "encoder": (ENCODERS, "type")}
 

@@ -3,8 +3,15 @@
 ``SweepCallback`` runs in the launching process. Before any job starts it creates the
 MLflow experiment (running the sqlite schema migration once, not in racing workers) and
 a parent run, and passes the parent's id to the jobs through the environment, which the
-joblib launcher's worker processes inherit. When the sweep ends it records how many
-children finished and failed on the parent run.
+joblib launcher's worker processes inherit. When the sweep ends it closes the runs of jobs
+whose process died (KILLED, with the reason) and records how many jobs finished and failed
+on the parent run.
+
+A sweep is resumable (``sweep.resume=<sweep id>``): the parent run is reopened and every job
+first looks for its own earlier runs under it (``resume_point``), found by its job fingerprint
+(the job's whole validated config, tag ``xfer.job_fingerprint``): a FINISHED one means the job
+is skipped, an interrupted training run with a complete checkpoint is continued, anything
+else runs again.
 """
 from __future__ import annotations
 
@@ -22,6 +29,10 @@ log = logging.getLogger(__name__)
 
 ENV_PARENT = "XFER_SWEEP_PARENT_RUN"
 ENV_SWEEP = "XFER_SWEEP_ID"
+ENV_RESUME = "XFER_SWEEP_RESUME"
+#: job-level settings that do not change what a job computes (left out of its fingerprint)
+RUNTIME_KEYS = ("sweep", "resume", "tracking", "register")
+UNFINISHED = ("RUNNING", "SCHEDULED")
 
 
 class SweepCallback(Callback):
@@ -32,6 +43,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.tracker = None
         self.started = 0.0
+        self.task = "train"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .config import register_configs
@@ -46,17 +58,28 @@ class SweepCallback(Callback):
                 init_ray(config, {})
             return
         self.tracker = make_tracker(tracking)
-        sweep_id = uuid.uuid4().hex[:12]
-        overrides = " ".join(config.hydra.overrides.task)
-        self.tracker.start(f"sweep-{sweep_id}", {"xfer.task": "sweep", "xfer.sweep_id": sweep_id,
-                                                  "xfer.sweep_overrides": overrides[:5000]})
-        os.environ[ENV_PARENT] = self.tracker.run_id
-        os.environ[ENV_SWEEP] = sweep_id
+        self.task = str(config.get("task", "train"))
+        resume = OmegaConf.select(config, "sweep.resume")
+        env = {}
+        if resume:
+            sweep_id = str(resume)
+            self.tracker.resume(find_sweep(self.tracker, sweep_id))
+            self.tracker.set_tags({"xfer.sweep_resumed": str(int(self.tracker.get_tags(self.tracker.run_id).get(
+                "xfer.sweep_resumed", "0")) + 1)})
+            env[ENV_RESUME] = "1"
+        else:
+            sweep_id = uuid.uuid4().hex[:12]
+            overrides = " ".join(job_overrides(config.hydra.overrides.task))
+            self.tracker.start(f"sweep-{sweep_id}", {"xfer.task": "sweep", "xfer.sweep_id": sweep_id,
+                                                      "xfer.sweep_overrides": overrides[:5000]})
+        env.update({ENV_PARENT: self.tracker.run_id, ENV_SWEEP: sweep_id})
+        os.environ.update(env)
         if _on_ray(config):
-            init_ray(config, {ENV_PARENT: self.tracker.run_id, ENV_SWEEP: sweep_id})
+            init_ray(config, env)
         self.started = time.perf_counter()
         atexit.register(self._finish)
-        log.info("sweep %s: MLflow parent run %s", sweep_id, self.tracker.run_id)
+        log.info("sweep %s: MLflow parent run %s%s (if interrupted, run the same command with sweep.resume=%s)",
+                 sweep_id, self.tracker.run_id, " (resumed)" if resume else "", sweep_id)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """Runs in the job's process: a failed job gets a FAILED child run naming the error."""
@@ -68,10 +91,11 @@ class SweepCallback(Callback):
         from .tracking import make_tracker
 
         err = job_return._return_value
-        tracker = make_tracker(OmegaConf.to_container(config.tracking, resolve=True))
+        tracker = make_tracker(OmegaConf.to_container(config.tracking, resolve=True), probe=False)
         tracker.default_parent, tracker.default_tags = sweep_context()
         tracker.start(f"job-{config.hydra.job.num}-failed",
-                      {"xfer.error": " ".join(f"{type(err).__name__}: {err}".split())[:5000]})
+                      {"xfer.task": str(config.get("task", "train")),
+                       "xfer.error": " ".join(f"{type(err).__name__}: {err}".split())[:5000]})
         tracker.end("FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -115,17 +139,86 @@ class SweepCallback(Callback):
     def _finish(self) -> None:
         if self.tracker is None:
             return
-        children = self.tracker.find_runs(f"tags.`mlflow.parentRunId` = '{self.tracker.run_id}'")
-        counts = {"FINISHED": 0, "FAILED": 0, "RUNNING": 0}
-        for r in children:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        self.tracker.log_metrics({"jobs_finished": counts["FINISHED"], "jobs_failed": counts["FAILED"],
-                                  "jobs_unfinished": counts.get("RUNNING", 0) + counts.get("SCHEDULED", 0),
-                                  "wall_seconds": time.perf_counter() - self.started})
-        self.tracker.end("FINISHED" if counts["FAILED"] == 0 and counts.get("RUNNING", 0) == 0 else "FAILED")
-        self.tracker = None
-        for key in (ENV_PARENT, ENV_SWEEP):
-            os.environ.pop(key, None)
+        tracker, self.tracker = self.tracker, None
+        try:
+            counts = close_sweep(tracker, self.task)
+            tracker.log_metrics({**counts, "wall_seconds": time.perf_counter() - self.started})
+            tracker.end("FINISHED" if counts["jobs_failed"] == 0 and counts["jobs_unfinished"] == 0 else "FAILED")
+        finally:
+            for key in (ENV_PARENT, ENV_SWEEP, ENV_RESUME):
+                os.environ.pop(key, None)
+
+
+def close_sweep(tracker, task: str) -> dict[str, int]:
+    """After every job returned: a child run still RUNNING belongs to a job whose process died
+    without closing it (SIGKILL, out of memory, a lost machine): it ends KILLED, with the reason
+    in ``xfer.error``. Then the jobs are counted, each once (by ``xfer.job_num``), by its best run:
+    finished / failed (no run finished) / unfinished; runs a resumed job replaced are
+    ``runs_superseded``."""
+    parent = tracker.run_id
+    children = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent}'")
+    for r in children:
+        if r["status"] in UNFINISHED:
+            tracker.tag_run(r["run_id"], {"xfer.error": "the job's process ended without closing its run "
+                                                         "(killed, out of memory or a lost machine)"})
+            tracker.end_run(r["run_id"], "KILLED")
+            r["status"] = "KILLED"
+    jobs: dict[str, list[str]] = {}
+    for r in children:
+        if r["tags"].get("xfer.task", task) == task:  # not a base stage trained on the way
+            jobs.setdefault(r["tags"].get("xfer.job_num", r["run_id"]), []).append(r["status"])
+    finished = sum("FINISHED" in s for s in jobs.values())
+    failed = sum("FINISHED" not in s and bool({"FAILED", "KILLED"} & set(s)) for s in jobs.values())
+    return {"jobs_finished": finished, "jobs_failed": failed, "jobs_unfinished": len(jobs) - finished - failed,
+            "runs_superseded": sum(len(s) for s in jobs.values()) - len(jobs)}
+
+
+def job_overrides(overrides) -> list[str]:
+    """A job's Hydra overrides without the sweep-level switches (``sweep.resume``)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("sweep.")]
+
+
+def job_fingerprint(cfg: dict) -> str:
+    """What a job computes: its validated config without the runtime settings (tracking,
+    registry, resume switches)."""
+    from .bundle import fingerprint
+
+    return fingerprint({k: v for k, v in cfg.items() if k not in RUNTIME_KEYS})
+
+
+def find_sweep(tracker, sweep_id: str) -> str:
+    """The parent run of sweep ``sweep_id`` (a ConfigError if the store has none)."""
+    from .errors import ConfigError
+
+    runs = tracker.find_runs(f"tags.`xfer.sweep_id` = '{sweep_id}' and tags.`xfer.task` = 'sweep'")
+    if not runs:
+        raise ConfigError(f"sweep.resume: no sweep {sweep_id!r} in {tracker.location.split(' run_id=')[0]}")
+    return runs[0]["run_id"]
+
+
+def resume_point(cfg: dict, tracker) -> dict | None:
+    """In a resumed sweep, what this job does with its earlier runs under the parent (matched
+    by job fingerprint and task): ``{"skip": run}`` if one FINISHED; ``{"resume": run id}`` for an
+    interrupted training run with a complete checkpoint; None (run it) otherwise. Earlier runs
+    it leaves behind that are still open end KILLED."""
+    parent = tracker.default_parent
+    if not (parent and os.environ.get(ENV_RESUME)):
+        return None
+    runs = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent}' and tags.`xfer.task` = '{cfg['task']}' and "
+                             f"tags.`xfer.job_fingerprint` = '{job_fingerprint(cfg)}'")
+    done = [r for r in runs if r["status"] == "FINISHED"]
+    if done:
+        log.info("sweep resume: job already finished in run %s; skipped", done[0]["run_id"])
+        return {"skip": done[0]}
+    for r in runs:  # newest first
+        if cfg["task"] == "train" and tracker.has_checkpoint(r["run_id"]):
+            log.info("sweep resume: continuing run %s from its checkpoint", r["run_id"])
+            return {"resume": r["run_id"]}
+    for r in runs:
+        if r["status"] in UNFINISHED:
+            tracker.tag_run(r["run_id"], {"xfer.error": "interrupted; the resumed sweep ran the job again"})
+            tracker.end_run(r["run_id"], "KILLED")
+    return None
 
 
 def _on_ray(config: DictConfig) -> bool:
@@ -159,7 +252,7 @@ def sweep_context() -> tuple[str | None, dict[str, str]]:
         from hydra.core.hydra_config import HydraConfig
 
         hc = HydraConfig.get()
-        tags["xfer.overrides"] = " ".join(hc.overrides.task)[:5000]
+        tags["xfer.overrides"] = " ".join(job_overrides(hc.overrides.task))[:5000]
         tags["xfer.job_num"] = str(hc.job.num)
     except ValueError:  # not inside a Hydra job
         pass

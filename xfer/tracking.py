@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, Terminated
 from .locate import (DEFAULT_URI, MODEL_TAG, download_artifacts, resolve_bundle,  # noqa: F401 - re-exported
                      run_bundle_uri, tracking_uri)
 from .schema import METHODS, SCHEDULES
@@ -33,6 +33,9 @@ DATASET_CONTEXT = {"train": "training", "val": "validation", "test": "test"}
 #: ``method`` tag, each group one row with the average of test ROC-AUC and accuracy (xfer's
 #: methods start folded; a click on a group lists its runs).
 COMPARISON_VIEW = "xfer-methods"
+#: a training checkpoint is logged into one of two artifact slots, alternating by epoch: a kill
+#: while one slot is being copied leaves the other, complete, one (state.json is copied last)
+CHECKPOINT_SLOTS = ("checkpoint/a", "checkpoint/b")
 COMPARISON_VIEW_TAG = f"mlflow.sharedViewState.{COMPARISON_VIEW}"
 _METHOD_LABELS = [*(f"transfer_{s}{a}" for a in ("", "_adapted") for s in SCHEDULES if s != "scratch"),
                   *(m for m in METHODS if m != "transfer")]
@@ -150,6 +153,13 @@ class NullTracker:
         """FINISHED / RUNNING / FAILED / KILLED of another run of the store (None if unknown)."""
         return None
 
+    def end_run(self, run_id: str, status: str) -> None:
+        """End another run of the store (e.g. one whose process died) with ``status``."""
+
+    def has_checkpoint(self, run_id: str) -> bool:
+        """Whether another run logged a complete training checkpoint (see jobs.train.log_checkpoint)."""
+        return False
+
     def load_bundle(self, run_id: str):
         """The bundle of another run of the store (see ``run_bundle_uri``), loaded."""
         raise KeyError(run_id)
@@ -167,7 +177,7 @@ class MlflowTracker(NullTracker):
     persistent = True
 
     def __init__(self, uri: str | None = None, experiment: str = "xfer",
-                 artifact_location: str | None = None) -> None:
+                 artifact_location: str | None = None, probe: bool = True) -> None:
         super().__init__()
         import mlflow
 
@@ -182,7 +192,8 @@ class MlflowTracker(NullTracker):
                     exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
                 else:
                     exp_id = exp.experiment_id
-                self._probe_write(exp_id)
+                if probe:
+                    self._probe_write(exp_id)
                 if COMPARISON_VIEW_TAG not in (exp.tags if exp is not None else {}):
                     self._set_experiment_tag(exp_id, COMPARISON_VIEW_TAG, json.dumps(COMPARISON_VIEW_STATE))
         except Exception as e:  # noqa: BLE001 - MLflow/SQLAlchemy/OS errors all mean "unusable store"
@@ -192,20 +203,22 @@ class MlflowTracker(NullTracker):
 
     def _probe_write(self, exp_id: str) -> None:
         """A write before any work, so a read-only or broken store fails here, not after training.
-        The tag row is first created by whoever creates the experiment (a sweep's parent creates
-        it before its workers start); two processes inserting it at once collide on sqlite's
-        UNIQUE constraint, and the second one's update then goes through."""
+        A sweep's jobs skip it (``probe=False``): their parent made the same write before they
+        started, and every job writing one shared row is a race on MLflow's select-then-insert."""
         self._set_experiment_tag(exp_id, "xfer.last_job_started", str(int(time.time())))
 
     def _set_experiment_tag(self, exp_id: str, key: str, value: str) -> None:
-        for attempt in range(3):
+        """Set an experiment tag; losing an insert race to another process that set the same tag
+        at the same moment (a unique-key violation: sqlite, PostgreSQL, or a server's 400 naming
+        it) means the row now exists, and the update goes through on the next try."""
+        for attempt in range(5):
             try:
                 self.client.set_experiment_tag(exp_id, key, value)
                 return
             except Exception as e:  # noqa: BLE001
-                if "UNIQUE constraint" not in str(e) or attempt == 2:
+                if not is_unique_violation(e) or attempt == 4:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.1 * (attempt + 1))
 
     @property
     def location(self) -> str:
@@ -344,6 +357,18 @@ class MlflowTracker(NullTracker):
         except MlflowException:
             return None
 
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def has_checkpoint(self, run_id: str) -> bool:
+        for slot in CHECKPOINT_SLOTS:
+            try:
+                if any(f.path.endswith("/state.json") for f in self.client.list_artifacts(run_id, slot)):
+                    return True
+            except Exception:  # noqa: BLE001 - a slot never written
+                continue
+        return False
+
     def log_model(self, bundle, example=None, name: str = "model") -> str:
         """Log the bundle as a pyfunc model linked to this run; returns its ``runs:/`` URI."""
         from mlflow.models import Model
@@ -377,6 +402,12 @@ def source_tags() -> dict[str, str]:
     return tags
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    """A write that lost an insert race (the row it tried to insert now exists)."""
+    text = str(exc)
+    return "UNIQUE constraint failed" in text or "duplicate key value violates unique constraint" in text
+
+
 def store_error(uri: str, exc: BaseException):
     """An unusable tracking store as one line: ``tracking.uri <uri>: cannot use the MLflow store (<cause>)``."""
     cause = getattr(exc, "orig", None) or exc  # SQLAlchemy keeps the driver's own message in .orig
@@ -402,28 +433,43 @@ def _param_value(v: Any) -> str:
     return s if len(s) <= MAX_PARAM_LEN else s[: MAX_PARAM_LEN - 3] + "..."
 
 
-def make_tracker(cfg: Mapping | None) -> NullTracker:
-    """``tracking`` config -> a tracker (``enabled: false`` gives the in-memory one)."""
+def make_tracker(cfg: Mapping | None, probe: bool = True) -> NullTracker:
+    """``tracking`` config -> a tracker (``enabled: false`` gives the in-memory one); ``probe``:
+    check with a write that the store is writable (see ``MlflowTracker._probe_write``)."""
     from .schema import section
 
     cfg = section("tracking", cfg)
     if not cfg["enabled"]:
         return NullTracker()
-    return MlflowTracker(cfg["uri"], cfg["experiment"], cfg["artifact_location"])
+    return MlflowTracker(cfg["uri"], cfg["experiment"], cfg["artifact_location"], probe=probe)
 
 
 @contextmanager
 def tracked_run(tracker: NullTracker, run_name: str, tags: Mapping[str, str] | None = None,
                 parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[NullTracker]:
     """Start a run (or continue ``resume_run_id``); end it FINISHED, or FAILED (then re-raise)
-    if the body raises."""
+    if the body raises, or KILLED with the reason in ``xfer.error`` when the process is stopped
+    (a signal, see ``xfer.errors.Terminated``, or Ctrl-C)."""
     if resume_run_id:
         tracker.resume(resume_run_id)
     else:
         tracker.start(run_name, tags, parent_run_id)
     try:
         yield tracker
+    except (Terminated, KeyboardInterrupt) as e:
+        end_killed(tracker, str(e) or "interrupted (Ctrl-C)")
+        raise
     except BaseException:
         tracker.end("FAILED")
         raise
     tracker.end("FINISHED")
+
+
+def end_killed(tracker: NullTracker, reason: str) -> None:
+    """End the current run KILLED with the reason in ``xfer.error`` (best effort: the process
+    is on its way out, and a store that cannot take it leaves the run to the sweep's clean-up)."""
+    try:
+        tracker.set_tags({"xfer.error": reason[:5000]})
+        tracker.end("KILLED")
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not mark run %s KILLED: %s", tracker.run_id, e)

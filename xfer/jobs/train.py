@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
 from ..plots import training_curve
 from ..schema import validate
-from ..tracking import NullTracker, flatten, tracked_run
+from ..tracking import CHECKPOINT_SLOTS, NullTracker, flatten, tracked_run
 from ..train import fit, read_checkpoint_state, release_memory, seed_everything
 from ..pretrain import apply_vectors
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
@@ -81,10 +81,6 @@ def fit_and_test(net, splits: Mapping[str, tuple], trainer_cfg: Mapping, opt_cfg
                     "best_val_roc_auc": res.best_val_roc_auc})
     return metrics, res
 
-
-#: a checkpoint is logged into one of two artifact slots, alternating by epoch: a kill while
-#: one slot is being copied leaves the other, complete, one
-CHECKPOINT_SLOTS = ("checkpoint/a", "checkpoint/b")
 
 
 def log_checkpoint(tracker: NullTracker, path: Path) -> None:
