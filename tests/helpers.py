@@ -3,6 +3,7 @@ store, a free port, waiting for a server, and the overrides of a quick job."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -71,3 +72,32 @@ def wait_for_http(url: str, proc: subprocess.Popen | None = None, seconds: float
 TRANSFER_QUICK = ["+experiment=hotel_transfer", "model@base.model=pool", "model=pool", "base.data.limit=400",
                   "base.trainer.max_epochs=1", "base.trainer.progress=false", "base.model.encoder.bigram_buckets=5000",
                   "model.encoder.bigram_buckets=5000", "trainer.max_epochs=2", "trainer.progress=false"]
+
+
+def job_pid(num: int) -> int | None:
+    """The process running job ``num`` of a sweep on xfer's launcher (its command names its
+    directory ``xfer-job<num>-...``)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"process_launcher" in c for c in cmd) and any(f"xfer-job{num}-".encode() in c for c in cmd):
+            return int(proc.name)
+    return None
+
+
+def kill_mid_training(proc, sweep_dir: Path, num: int, signal: signal.Signals | None = signal.SIGKILL) -> None:
+    """Wait until job ``num`` saved its first checkpoint, then kill its process with ``signal``
+    (None: only wait)."""
+    deadline = time.time() + 300
+    while not list(sweep_dir.glob(f"multirun/*/*/{num}/checkpoint/state.json")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # into its second epoch
+    if signal is None:
+        return
+    pid = job_pid(num)
+    assert pid is not None
+    os.kill(pid, signal)

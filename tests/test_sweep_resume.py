@@ -4,43 +4,16 @@ checkpoint)."""
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
-from helpers import list_runs, run_cli
+from helpers import kill_mid_training, list_runs, run_cli
 
 pytestmark = pytest.mark.e2e
 
 JOB = ["+experiment=imdb_base", "model=pool", "data.limit=2500", "trainer.max_epochs=3", "trainer.patience=5",
        "model.encoder.bigram_buckets=20000", "trainer.progress=false", "tracking.log_model=false",
        "hydra.launcher.n_jobs=2", "seed=0,1,2"]
-
-
-def job_pid(num: int) -> int | None:
-    """The process running job ``num`` of a sweep on xfer's launcher (its command names its
-    directory ``xfer-job<num>-...``)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"process_launcher" in c for c in cmd) and any(f"xfer-job{num}-".encode() in c for c in cmd):
-            return int(proc.name)
-    return None
-
-
-def kill_mid_training(proc, sweep_dir: Path, num: int, sig=signal.SIGKILL) -> None:
-    """Wait until job ``num`` saved its first checkpoint, then kill its process with ``sig``."""
-    deadline = time.time() + 300
-    while not list(sweep_dir.glob(f"multirun/*/*/{num}/checkpoint/state.json")):
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # into its second epoch
-    pid = job_pid(num)
-    assert pid is not None
-    os.kill(pid, sig)
 
 
 def _children(tmp_path):
@@ -85,10 +58,56 @@ def test_a_killed_job_fails_alone_then_the_sweep_resumes_under_the_same_parent(t
 
 def test_a_terminated_job_ends_killed_with_the_signal(tmp_path):
     proc = run_cli(tmp_path, *JOB[:-1], "seed=0,1", multirun=True, wait=False)
-    kill_mid_training(proc, tmp_path, 0, signal.SIGTERM)
+    kill_mid_training(proc, tmp_path, 0, signal=signal.SIGTERM)
     proc.communicate(timeout=600)
     assert proc.returncode != 0
     _, children = _children(tmp_path)
     by_job = {r.data.tags["xfer.job_num"]: r for r in children}
     assert by_job["0"].info.status == "KILLED" and "terminated by SIGTERM" in by_job["0"].data.tags["xfer.error"]
     assert by_job["1"].info.status == "FINISHED"
+
+
+def test_an_optuna_sweep_killed_whole_resumes_to_its_n_trials(tmp_path):
+    """The sweep's whole process group dies (a reboot) after some trials; resuming finishes the
+    study at n_trials complete trials, none run twice, all under the first parent run."""
+    import subprocess
+
+    import optuna
+
+    from helpers import PY, TRANSFER_QUICK, cli_env
+
+    quick = [o.replace("hotel_transfer", "hotel_delhi_transfer") for o in TRANSFER_QUICK]
+    cmd = [PY, "-m", "xfer.run", "-m", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *quick,
+           "hparams_search=transfer_optuna", "base.data.limit=300", "data.n_train=100", "hydra.sweeper.n_trials=5"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=cli_env(), start_new_session=True)
+    deadline = time.time() + 600
+
+    def finished() -> int:
+        if not list(tmp_path.glob("multirun/*/*/0")):  # the sweep's process is still creating the store
+            return 0
+        return len([r for r in list_runs(tmp_path) if r.data.tags.get("xfer.task") == "transfer"
+                    and r.info.status == "FINISHED"])
+
+    while finished() < 2:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.load_study(study_name="xfer-transfer-hotel_delhi", storage=storage)
+    before = {t.number: t.state for t in study.trials}
+    parent, _ = _children(tmp_path)
+    again = subprocess.run([*cmd, f"sweep.resume={parent.data.tags['xfer.sweep_id']}"], cwd=tmp_path,
+                           capture_output=True, text=True, env=cli_env(), timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="xfer-transfer-hotel_delhi", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 5, (before, [t.state for t in study.trials])
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 5  # no point proposed twice
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    parent2, children = _children(tmp_path)
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    assert parent2.data.metrics["jobs_finished"] == 5
+    jobs = [r for r in children if r.data.tags.get("xfer.task") == "transfer" and r.info.status == "FINISHED"]
+    assert sorted(round(r.data.metrics["objective"], 9) for r in jobs) == sorted(round(t.value, 9) for t in complete)

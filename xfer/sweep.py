@@ -63,7 +63,7 @@ class SweepCallback(Callback):
         env = {}
         if resume:
             sweep_id = str(resume)
-            self.tracker.resume(find_sweep(self.tracker, sweep_id))
+            self.tracker.resume(find_sweep(self.tracker, sweep_id), finished_ok=True)
             self.tracker.set_tags({"xfer.sweep_resumed": str(int(self.tracker.get_tags(self.tracker.run_id).get(
                 "xfer.sweep_resumed", "0")) + 1)})
             env[ENV_RESUME] = "1"
@@ -152,25 +152,40 @@ class SweepCallback(Callback):
 def close_sweep(tracker, task: str) -> dict[str, int]:
     """After every job returned: a child run still RUNNING belongs to a job whose process died
     without closing it (SIGKILL, out of memory, a lost machine): it ends KILLED, with the reason
-    in ``xfer.error``. Then the jobs are counted, each once (by ``xfer.job_num``), by its best run:
+    in ``xfer.error``. Then the jobs are counted, each once (``_jobs``), by its best run:
     finished / failed (no run finished) / unfinished; runs a resumed job replaced are
     ``runs_superseded``."""
-    parent = tracker.run_id
-    children = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent}'")
+    children = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{tracker.run_id}'")
     for r in children:
         if r["status"] in UNFINISHED:
             tracker.tag_run(r["run_id"], {"xfer.error": "the job's process ended without closing its run "
                                                          "(killed, out of memory or a lost machine)"})
             tracker.end_run(r["run_id"], "KILLED")
             r["status"] = "KILLED"
-    jobs: dict[str, list[str]] = {}
-    for r in children:
-        if r["tags"].get("xfer.task", task) == task:  # not a base stage trained on the way
-            jobs.setdefault(r["tags"].get("xfer.job_num", r["run_id"]), []).append(r["status"])
+    jobs = _jobs(children, task)
     finished = sum("FINISHED" in s for s in jobs.values())
     failed = sum("FINISHED" not in s and bool({"FAILED", "KILLED"} & set(s)) for s in jobs.values())
     return {"jobs_finished": finished, "jobs_failed": failed, "jobs_unfinished": len(jobs) - finished - failed,
             "runs_superseded": sum(len(s) for s in jobs.values()) - len(jobs)}
+
+
+def _jobs(children: list[dict], task: str) -> dict[str, list[str]]:
+    """The sweep's child runs grouped by job -> their statuses. A job is its fingerprint (the
+    same job in a resumed sweep, whatever its number); a job that failed before it had one (bad
+    config) is its number. Base stages trained on the way are not jobs."""
+    jobs: dict[str, list[str]] = {}
+    for r in children:
+        tags = r["tags"]
+        if tags.get("xfer.task", task) == task:
+            key = tags.get("xfer.job_fingerprint") or f"job {tags.get('xfer.job_num', r['run_id'])}"
+            jobs.setdefault(key, []).append(r["status"])
+    return jobs
+
+
+def finished_jobs(tracker, task: str) -> int:
+    """How many jobs of the sweep whose parent run is ``tracker.run_id`` finished."""
+    children = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{tracker.run_id}'")
+    return sum("FINISHED" in s for s in _jobs(children, task).values())
 
 
 def job_overrides(overrides) -> list[str]:

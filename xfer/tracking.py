@@ -95,8 +95,8 @@ class NullTracker:
         self.tags.update({**self.default_tags, **(tags or {})})
         return self.run_id
 
-    def resume(self, run_id: str) -> str:
-        """Continue an unfinished run (see ``resume=<run id>``)."""
+    def resume(self, run_id: str, finished_ok: bool = False) -> str:
+        """Continue an unfinished run (see ``resume=<run id>``; ``finished_ok``: or a finished one)."""
         raise ConfigError("resume: needs MLflow tracking (tracking.enabled=true)")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -269,13 +269,13 @@ class MlflowTracker(NullTracker):
         self.run_id = run.info.run_id
         return self.run_id
 
-    def resume(self, run_id: str) -> str:
+    def resume(self, run_id: str, finished_ok: bool = False) -> str:
         from mlflow.exceptions import MlflowException
         try:
             run = self.client.get_run(run_id)
         except MlflowException:
             raise ConfigError(f"resume: run {run_id} not found in {self.uri}") from None
-        if run.info.status == "FINISHED":
+        if run.info.status == "FINISHED" and not finished_ok:
             raise ConfigError(f"resume: run {run_id} already finished")
         self.client.update_run(run_id, status="RUNNING")
         self.run_id, self.resumed = run_id, True

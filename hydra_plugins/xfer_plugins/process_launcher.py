@@ -5,8 +5,8 @@
 Hydra's joblib launcher runs jobs inside loky's worker processes. When one of them dies (killed,
 out of memory) loky's pool breaks and the whole sweep aborts with ``TerminatedWorkerError``,
 taking the jobs running beside it down too. Here a loky worker only supervises: it starts the job
-in a fresh Python process (``python -m hydra_plugins.xfer_launcher.process_launcher <dir>``, the job's arguments pickled into
-``dir``) and waits for it. A job whose process dies is one failed job: its run ends KILLED with
+in a fresh Python process (``python -m hydra_plugins.xfer_plugins.process_launcher <dir>``, the
+job's arguments pickled into ``dir``) and waits for it. A job whose process dies is one failed job: its run ends KILLED with
 the signal named (``xfer.error``) and the other jobs go on. A job's process also ends (SIGTERM)
 when its supervisor does, e.g. when the sweep itself is stopped.
 
