@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from hydra_plugins.xfer_plugins.process_launcher import job_pid
+
 PY = sys.executable
 BIN = str(Path(sys.executable).parent)
 #: a job of seconds: the fastText-style model on 300 IMDB reviews per split, one epoch
@@ -74,19 +76,6 @@ TRANSFER_QUICK = ["+experiment=hotel_transfer", "model@base.model=pool", "model=
                   "model.encoder.bigram_buckets=5000", "trainer.max_epochs=2", "trainer.progress=false"]
 
 
-def job_pid(num: int) -> int | None:
-    """The process running job ``num`` of a sweep on xfer's launcher (its command names its
-    directory ``xfer-job<num>-...``)."""
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"process_launcher" in c for c in cmd) and any(f"xfer-job{num}-".encode() in c for c in cmd):
-            return int(proc.name)
-    return None
-
-
 def kill_mid_training(proc, sweep_dir: Path, num: int, signal: signal.Signals | None = signal.SIGKILL) -> None:
     """Wait until job ``num`` saved its first checkpoint, then kill its process with ``signal``
     (None: only wait)."""
@@ -98,6 +87,6 @@ def kill_mid_training(proc, sweep_dir: Path, num: int, signal: signal.Signals | 
     time.sleep(0.3)  # into its second epoch
     if signal is None:
         return
-    pid = job_pid(num)
+    pid = job_pid(num)  # the process running job num (xfer's launcher)
     assert pid is not None
     os.kill(pid, signal)

@@ -99,6 +99,19 @@ def _close_killed_runs(tracking: dict, idx: int, reason: str) -> None:
         log.warning("job %d: its runs were not closed here (%s)", idx, e)
 
 
+def job_pid(num: int) -> int | None:
+    """The process id of the running job ``num`` of a sweep on this machine (its command names
+    its directory ``xfer-job<num>-...``), None if there is none."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(__name__.encode() in c for c in cmd) and any(f"xfer-job{num}-".encode() in c for c in cmd):
+            return int(proc.name)
+    return None
+
+
 def _end_with_parent() -> None:
     """In the job's process before it starts: SIGTERM when the supervising process dies (Linux)."""
     try:
