@@ -148,10 +148,18 @@ def speed() -> str:
 
 def sweeps() -> str:
     s, p = load("sweep_3x3x3"), load("parallel_safety")
-    return (f"- Sweeps: a 3 x 3 x 3 transfer sweep on 2 workers left {s['runs_finished']}/{s['jobs']} finished "
+    text = (f"- Sweeps: a 3 x 3 x 3 transfer sweep on 2 workers left {s['runs_finished']}/{s['jobs']} finished "
             f"children and trained its base {s['bases_trained']} time(s) {source('sweep_3x3x3', s)}; "
-            f"{len(p['sweeps'])} sweeps x {p['jobs_per_sweep']} jobs on one sqlite store finished "
-            f"{p['runs_finished']}/{p['runs_started']} with {p['lock_errors']} lock errors {source('parallel_safety', p)}.")
+            f"{p['repeats']} sweeps x {p['jobs_per_sweep']} jobs on one sqlite store per launcher "
+            f"({', '.join(p['launchers'])}) finished {p['runs_finished']}/{p['runs_started']} with "
+            f"{p['lock_errors']} lock errors and {p['store_errors']} store errors {source('parallel_safety', p)}.")
+    if recorded("team_faults"):
+        t = load("team_faults")
+        text += (f"\n- Team store (MLflow server on PostgreSQL): a {t['jobs']}-job sweep with {t['server_restarts']} "
+                 f"server restarts and {t['jobs_killed']} killed job, then `sweep.resume`: {t['runs_finished']}/"
+                 f"{t['jobs']} jobs finished under one parent, {t['runs_lost']} lost, {t['metrics_missing']} metrics "
+                 f"missing, {t['metrics_duplicated']} duplicated {source('team_faults', t)}.")
+    return text
 
 
 def serving_table() -> str:
@@ -342,9 +350,28 @@ def sweeps_table() -> str:
             f"| `sweep_3x3x3` ({s['parent_status']} parent) | {s['jobs']} | {s['runs_finished']} | "
             f"{s['runs_failed'] + s['runs_lost']} | {s['bases_trained']} | {s['database_locked_lines']} | "
             f"{s['wall_seconds'] / 60:.1f} min |\n"
-            f"| `parallel_safety` ({len(p['sweeps'])} sweeps on one store) | {p['runs_started']} | {p['runs_finished']} | "
-            f"{p['runs_lost']} | - | {p['lock_errors']} | {sum(x['wall_seconds'] for x in p['sweeps']) / 60:.1f} min |\n\n"
+            + "".join(f"| `parallel_safety`, {name} launcher ({len(r['sweeps'])} sweeps on one store) | "
+                      f"{r['runs_started']} | {r['runs_finished']} | {r['runs_lost']} | - | {r['lock_errors']} | "
+                      f"{sum(x['wall_seconds'] for x in r['sweeps']) / 60:.1f} min |\n" for name, r in p["launchers"].items())
+            + f"\nUnusable-store errors (an insert race lost): {p['store_errors']}. "
             f"{source('sweep_3x3x3', s)}; {source('parallel_safety', p)}.")
+
+
+def team_table() -> str:
+    if not recorded("team_faults"):
+        return not_yet("team_faults")
+    t = load("team_faults")
+    rows = ["| phase | exit code | child runs | jobs finished | lost | left RUNNING | KILLED | metrics missing | "
+            "metrics duplicated | parent | wall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for phase in ("sweep", "resumed"):
+        r = t[phase]
+        rows.append(f"| {phase} | {r['exit_code']} | {r['runs_started']} | {r['runs_finished']} | {r['runs_lost']} | "
+                    f"{r['runs_left_running']} | {r['runs_killed']} | {r['metrics_missing']} | {r['metrics_duplicated']} | "
+                    f"{r['parent_status']} | {r['wall_seconds'] / 60:.1f} min |")
+    faults = "; ".join(f"job {f['job']}: {f['fault']}" + (f" ({f['seconds']} s)" if f.get("done") else " (not done)")
+                       for f in t["faults"])
+    return ("\n".join(rows) + f"\n\nFaults at each job's first checkpoint: {faults}; the server down "
+            f"{t['server_down_seconds']:g} s each time, then restarted. `{t['command'].strip()}` {source('team_faults', t)}.")
 
 
 def memory_table() -> str:
@@ -390,7 +417,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
-                       ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
+                       ("team", team_table), ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
         out.append((page, *markers(name), wrap(name, make())))
     return out
 

@@ -54,7 +54,7 @@ class PostgresServer:
         sql = [f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", *(f"CREATE DATABASE {d} OWNER {USER}" for d in DATABASES)]
         return [[*self.as_postgres, pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"],
                 self._pg_ctl("start"),
-                [*self.as_postgres, pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q",
+                [*self.as_postgres, pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
                  *(a for s in sql for a in ("-c", s))]]
 
     def _pg_ctl(self, action: str) -> list[str]:
