@@ -138,7 +138,7 @@ def main() -> None:
         again = subprocess.run([*cmd, f"sweep.resume={sweep_id}"], cwd=cwd, env=env, capture_output=True, text=True)
         resumed = {"exit_code": again.returncode, "wall_seconds": round(time.perf_counter() - t0, 1),
                    "jobs_skipped": (again.stdout + again.stderr).count("job already finished in run"),
-                   "jobs_continued_from_checkpoint": (again.stdout + again.stderr).count("from its checkpoint")}
+                   "jobs_continued_from_checkpoint": (again.stdout + again.stderr).count("sweep resume: continuing run")}
         resumed.update(count(server.uri, sweep_id, args.jobs))
         print("resumed:", json.dumps(resumed), flush=True)
         server.stop()
