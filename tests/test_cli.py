@@ -14,6 +14,9 @@ def test_imdb_base_smoke(tmp_path):
     proc = run_cli(tmp_path, *QUICK)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run_id=" in proc.stderr + proc.stdout and "model: models:/" in proc.stderr + proc.stdout
+    # a quiet console: none of the notices a job used to print (each fixed at its cause)
+    for noise in ("lazy_update", "Add type hints", "is not used", "Warning"):
+        assert noise not in proc.stderr + proc.stdout, noise
     [run] = list_runs(tmp_path)
     assert run.info.status == "FINISHED"
     m = run.data.metrics

@@ -47,6 +47,17 @@ def test_sweep_runs_on_a_local_ray_cluster(tmp_path):
         assert {r.data.params["seed"] for r in children} == {"0", "1", "2"}
         assert {r.data.tags["xfer.sweep_id"] for r in children} == {parent.data.tags["xfer.sweep_id"]}
         assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1", "2"]
+        # resuming the finished sweep on Ray: every job finds its finished run and is skipped
+        sweep_id = parent.data.tags["xfer.sweep_id"]
+        cmd = [c.replace(str(tmp_path / "multirun"), str(tmp_path / "again")) for c in cmd]
+        again = subprocess.run([*cmd, f"sweep.resume={sweep_id}"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=600, env=env)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+        assert (again.stdout + again.stderr).count("job already finished in run") == 3
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert len(runs) == 4  # no new run
+        [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
+        assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_finished"] == 3
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -68,6 +68,43 @@ def lr_scheduler(opt: Mapping, total_updates: int):
     return None
 
 
+_LAZY_NOTICE_SEEN = False
+
+
+def consume_lazy_update_notice() -> None:
+    """MXNet prints a one-time C++ notice (``LogOnce``, no switch) the first time an optimizer
+    updates a row-sparse gradient lazily: that lazy updates differ from dense ones. xfer chooses
+    them on purpose (``optimizer.lazy_update``, documented in the schema; untouched rows stay
+    bit-identical, which delta bundles rely on), so the notice is set off once here, on a 2x2
+    array, with this thread's stderr captured, and anything else printed meanwhile is passed on.
+    (MXNet keeps the "already said" record per thread; the storage-type check that prints it runs
+    in the thread that calls the update, so later updates in this thread stay quiet.)"""
+    global _LAZY_NOTICE_SEEN
+    if _LAZY_NOTICE_SEEN:
+        return
+    import os
+    import sys
+    import tempfile
+
+    w, m, v = (mx.nd.zeros((2, 2)) for _ in range(3))
+    g = mx.nd.zeros((2, 2)).tostype("row_sparse")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            mx.nd.adam_update(w, g, m, v, lr=0.1, lazy_update=True, out=w)
+            mx.nd.waitall()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        other = [line for line in tmp.read().decode(errors="replace").splitlines() if "lazy_update" not in line]
+    if other:
+        print("\n".join(other), file=sys.stderr)
+    _LAZY_NOTICE_SEEN = True
+
+
 def make_trainer(net, opt_cfg: Mapping, total_updates: int) -> gluon.Trainer:
     """A gluon.Trainer for a (validated) ``optimizer`` config."""
     opt = section("optimizer", opt_cfg)
@@ -77,6 +114,8 @@ def make_trainer(net, opt_cfg: Mapping, total_updates: int) -> gluon.Trainer:
         kwargs["momentum"] = opt["momentum"]
     if "lazy_update" in opt:
         kwargs["lazy_update"] = opt["lazy_update"]
+        if opt["lazy_update"]:
+            consume_lazy_update_notice()
     if name == "adamw":
         # MXNet 1.9 registers no AdamW; GluonNLP's BERTAdam is Adam with decoupled weight decay
         # (AdamW). It updates sparse embedding gradients densely (correct, slower).
