@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ["+experiment=imdb_base", "model=pool", "data.limit=200", "trainer.max_epochs=1",
-       "model.encoder.bigram_buckets=1000", "trainer.progress=false", "hydra.launcher.n_jobs=2"]
+       "model.encoder.bigram_buckets=1000", "trainer.progress=false"]
 ERRORS = {"lock_errors": "database is locked", "store_errors": "cannot use the MLflow store"}
 
 
@@ -78,7 +78,7 @@ def measure(store: Path, launcher: str, args: argparse.Namespace) -> dict:
 
     uri = f"sqlite:///{store / 'mlflow.db'}"
     seeds = ",".join(str(i) for i in range(args.jobs))
-    extra, env, ray = ([], dict(os.environ), None)
+    extra, env, ray = (["hydra.launcher.n_jobs=2"], dict(os.environ), None)  # Ray: 2 CPUs on its head
     if launcher == "ray":
         extra, env, ray = start_ray(store)
     sweeps = []
@@ -93,6 +93,8 @@ def measure(store: Path, launcher: str, args: argparse.Namespace) -> dict:
             runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=50000)
             parents = sorted((r for r in runs if r.data.tags.get("xfer.task") == "sweep"),
                              key=lambda r: r.info.start_time)
+            if not parents:
+                raise SystemExit(f"{launcher}: the sweep made no parent run (exit {proc.returncode}):\n{log[-3000:]}")
             parent = parents[-1]
             jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
             complete = [r for r in jobs if r.info.status == "FINISHED" and "test_roc_auc" in r.data.metrics
