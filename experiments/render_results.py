@@ -357,6 +357,24 @@ def sweeps_table() -> str:
             f"{source('sweep_3x3x3', s)}; {source('parallel_safety', p)}.")
 
 
+def pretrain_bench_table() -> str:
+    if not recorded("pretrain_gluonnlp_vs_gensim"):
+        return not_yet("pretrain_gluonnlp_vs_gensim")
+    r = load("pretrain_gluonnlp_vs_gensim")
+    rows = ["| method | epochs | train_seconds | tokens_per_second | doc_vector_test_accuracy |", "|---|---|---|---|---|"]
+    rows += [f"| {name} | {m['epochs']} | {m['train_seconds']:.1f} | {m['tokens_per_second']:,} | "
+             f"{m['doc_vector_test_accuracy']:.4f} |" for name, m in r["methods"].items()]
+    m = r["methods"]
+    g, one, five = m["gluonnlp"], m["gensim_1_thread"], m["gensim_1_thread_5_epochs"]
+    rows.append(f"\n- gensim on one thread trains {one['tokens_per_second'] / g['tokens_per_second']:.1f}x as many tokens "
+                f"per second as GluonNLP; xfer's default (5 epochs, one thread) takes "
+                f"{five['train_seconds'] / g['train_seconds']:.2f}x GluonNLP's one epoch and its vectors score "
+                f"{five['doc_vector_test_accuracy'] - g['doc_vector_test_accuracy']:+.4f}")
+    return ("\n".join(rows) + f"\n\n{r['reviews']:,} IMDB training reviews, {r['tokens_per_pass']:,} tokens per pass "
+            f"(vocabulary {r['vocabulary']:,}); GluonNLP's sampler with numba {r['settings']['gluonnlp_numba']}. "
+            f"`{r['command'].strip()}` {source('pretrain_gluonnlp_vs_gensim', r)}.")
+
+
 def team_table() -> str:
     if not recorded("team_faults"):
         return not_yet("team_faults")
@@ -417,7 +435,8 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
-                       ("team", team_table), ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
+                       ("team", team_table), ("pretrain bench", pretrain_bench_table),
+                       ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
         out.append((page, *markers(name), wrap(name, make())))
     return out
 
