@@ -10,7 +10,9 @@ The bundle is logged as a pyfunc model into a scratch MLflow store, registered a
 ``bench@champion`` and used from there, as a user would. Batch prediction runs
 ``python -m xfer.predict`` on the IMDB test set (25,000 reviews) repeated ``scale`` times, each
 in a fresh process whose peak RSS is read with getrusage. Latency: ``--requests`` sequential
-POSTs of one real review each (after 20 warm-up requests) to the local server.
+POSTs of one real review each (after 20 warm-up requests) to the local server; then the same
+against the model logged with ``small_request_rows=0`` (every request's operators on all
+cores, the behaviour before one-review requests ran on one thread): ``server_every_core``.
 Writes ``experiments/results/serving_<name>.json``.
 """
 from __future__ import annotations
@@ -48,8 +50,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def publish(bundle_ref: str, uri: str, tracking_uri: str | None) -> str:
-    """Log the bundle as a pyfunc model in the scratch store and register it; returns its URI."""
+def publish(bundle_ref: str, uri: str, tracking_uri: str | None, config: dict | None = None,
+            name: str = "bench") -> str:
+    """Log the bundle as a pyfunc model in the scratch store and register it; returns its URI
+    (``config``: model_config entries over the defaults)."""
     import mlflow
 
     from xfer.tracking import resolve_bundle
@@ -61,11 +65,11 @@ def publish(bundle_ref: str, uri: str, tracking_uri: str | None) -> str:
     tracker.start("bench-model")
     tracker.log_metrics({"test_roc_auc": float(bundle.meta.get("metrics", {}).get("test_roc_auc", 0.0))})
     frame = pd.read_csv(data_dir() / "imdb" / "test.csv.gz", nrows=5)
-    tracker.log_model(bundle, frame)
+    tracker.log_model(bundle, frame, config=config)
     tracker.end()
     client = mlflow.MlflowClient(uri)
-    register_run(client, client.get_run(tracker.run_id), "bench")
-    return "models:/bench@champion"
+    register_run(client, client.get_run(tracker.run_id), name)
+    return f"models:/{name}@champion"
 
 
 def batch(model: str, src: Path, out: Path, env: dict) -> dict:
@@ -182,8 +186,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     rng = np.random.default_rng(0)
     texts = test["text"].iloc[rng.permutation(len(test))[: args.requests + 20]].tolist()
     results["server"] = latency(model, texts, args.requests, env, work)
-    print(f"server: p50 {results['server']['latency_p50_ms']:.1f} ms, p99 {results['server']['latency_p99_ms']:.1f} ms",
-          flush=True)
+    # the same with every request on all cores (small_request_rows=0): what one-thread small requests change
+    every_core = publish(args.bundle, uri, args.tracking_uri, {"small_request_rows": 0}, name="bench_every_core")
+    results["server_every_core"] = latency(every_core, texts, args.requests, env, work)
+    for key in ("server", "server_every_core"):
+        print(f"{key}: p50 {results[key]['latency_p50_ms']:.1f} ms, p99 {results[key]['latency_p99_ms']:.1f} ms",
+              flush=True)
     first = results["batch"][next(iter(results["batch"]))]
     from xfer.tracking import resolve_bundle
 

@@ -133,3 +133,27 @@ def test_a_hybridized_cnn_leaves_no_input_unused():
         out = net(mx.nd.array([[2, 3, 4, 0]]), mx.nd.array([3]))
     assert out.shape == (1, 1)
     assert not [w for w in caught if "not used" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_operator_threads_changes_no_result_and_restores_the_default():
+    """One-review requests run MXNet's operators on one thread (xfer.serving): same numbers."""
+    import mxnet as mx
+
+    from xfer.encode import default_operator_threads, operator_threads
+
+    x = mx.nd.random.uniform(shape=(4, 16, 50), ctx=mx.cpu())
+    w = mx.nd.random.uniform(shape=(8, 16, 3), ctx=mx.cpu())
+
+    def conv():
+        return mx.nd.Convolution(x, w, no_bias=True, kernel=(3,), num_filter=8).asnumpy()
+
+    before = conv()
+    with operator_threads(1):
+        one = conv()
+    after = conv()
+    np.testing.assert_allclose(one, before, rtol=1e-5)
+    np.testing.assert_array_equal(after, before)
+    assert default_operator_threads() >= 1
+    with pytest.raises(RuntimeError):  # the default comes back when the block raises too
+        with operator_threads(1):
+            raise RuntimeError("x")

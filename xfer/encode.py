@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import mxnet as mx
@@ -51,6 +52,32 @@ def encode_frame(pre, frame, arch: Mapping, max_len: int | None = None, truncate
 def bags_of(seqs: Sequence) -> list[np.ndarray] | None:
     """The n-gram bags of ``encode_frame``'s output, or None if it has none."""
     return [s[1] for s in seqs] if len(seqs) and isinstance(seqs[0], tuple) else None
+
+
+def default_operator_threads() -> int:
+    """The OpenMP thread count MXNet's CPU operators use by default in this process."""
+    import os
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
+
+
+@contextmanager
+def operator_threads(n: int | None) -> Iterator[None]:
+    """MXNet's CPU operators on ``n`` OpenMP threads inside the block (None: unchanged), then
+    back to the process default. A request of one or a few reviews is milliseconds of work: on a
+    small machine its threads' hand-offs and spin-waits, competing with the server and its
+    clients for the same cores, set the latency tail (``experiments/bench_serving.py``)."""
+    if n is None or n == default_operator_threads():
+        yield
+        return
+    import ctypes
+
+    mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(n))
+    try:
+        yield
+    finally:
+        mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(default_operator_threads()))
 
 
 def context(name: str | None) -> mx.Context:

@@ -26,6 +26,9 @@ except ImportError:  # pragma: no cover - mlflow is a dependency
 
 #: a review longer than this many characters is refused (1 MB of text is not a review)
 MAX_TEXT_CHARS = 100_000
+#: requests of at most this many reviews run MXNet's operators on one thread (their latency
+#: tail halves on 2 cores: experiments/bench_serving.py); larger ones use every core
+SMALL_REQUEST_ROWS = 8
 #: packages the model needs at load time, pinned to the versions that trained it
 REQUIREMENTS = ("mxnet", "gluonnlp", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "joblib", "mlflow")
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,6 +57,7 @@ class XferModel(PythonModel):
         cfg = dict(getattr(context, "model_config", None) or {})
         self.max_text_chars = int(cfg.get("max_text_chars", MAX_TEXT_CHARS))
         self.batch_size = int(cfg.get("batch_size", 0)) or None  # 0: batches of about 32,768 tokens
+        self.small_request_rows = int(cfg.get("small_request_rows", SMALL_REQUEST_ROWS))
         self.bundle.warm_up()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -69,9 +73,12 @@ class XferModel(PythonModel):
                 model_input = pd.DataFrame(model_input)
             except (TypeError, ValueError) as e:
                 raise MlflowException.invalid_parameter_value(f"input: not a table ({e})") from None
+        from .encode import operator_threads
+
         try:
-            return self.bundle.predict_frame(model_input.reset_index(drop=True), "input", self.batch_size,
-                                             self.max_text_chars)
+            with operator_threads(1 if len(model_input) <= self.small_request_rows else None):
+                return self.bundle.predict_frame(model_input.reset_index(drop=True), "input", self.batch_size,
+                                                 self.max_text_chars)
         except XferError as e:
             raise MlflowException.invalid_parameter_value(str(e)) from None
 
@@ -98,13 +105,15 @@ def input_example(bundle, frame: pd.DataFrame | None = None, n: int = 2) -> pd.D
     return pd.DataFrame(ex)
 
 
-def model_kwargs(bundle, example: pd.DataFrame | None = None,
-                 max_text_chars: int = MAX_TEXT_CHARS) -> dict[str, Any]:
-    """Arguments for ``mlflow.pyfunc.save_model``/``log_model`` for a saved bundle."""
+def model_kwargs(bundle, example: pd.DataFrame | None = None, max_text_chars: int = MAX_TEXT_CHARS,
+                 config: dict | None = None) -> dict[str, Any]:
+    """Arguments for ``mlflow.pyfunc.save_model``/``log_model`` for a saved bundle (``config``:
+    model_config entries over the defaults)."""
     return {"python_model": str(PACKAGE_DIR / "_pyfunc_model.py"), "artifacts": {"bundle": str(bundle.path)},
             "code_paths": [str(PACKAGE_DIR)], "pip_requirements": pip_requirements(),
             "signature": signature(bundle), "input_example": input_example(bundle, example),
-            "model_config": {"max_text_chars": int(max_text_chars), "batch_size": 0},
+            "model_config": {"max_text_chars": int(max_text_chars), "batch_size": 0,
+                             "small_request_rows": SMALL_REQUEST_ROWS, **(config or {})},
             "metadata": {"xfer_fingerprint": str(bundle.meta.get("fingerprint", "")),
                          "xfer_data": str(bundle.meta.get("data", "")),
                          "xfer_version": str(bundle.meta.get("xfer_version", ""))}}

@@ -164,9 +164,9 @@ class NullTracker:
         """The bundle of another run of the store (see ``run_bundle_uri``), loaded."""
         raise KeyError(run_id)
 
-    def log_model(self, bundle, example=None, name: str = "model") -> str | None:
+    def log_model(self, bundle, example=None, name: str = "model", config: dict | None = None) -> str | None:
         """Log a saved :class:`~xfer.bundle.Bundle` as an ``mlflow.pyfunc`` model of the current run
-        (see xfer.serving)."""
+        (see xfer.serving; ``config``: model_config entries over the defaults)."""
         self.artifacts.append((str(bundle.path), name))
         return None
 
@@ -369,7 +369,7 @@ class MlflowTracker(NullTracker):
                 continue
         return False
 
-    def log_model(self, bundle, example=None, name: str = "model") -> str:
+    def log_model(self, bundle, example=None, name: str = "model", config: dict | None = None) -> str:
         """Log the bundle as a pyfunc model linked to this run; returns its ``runs:/`` URI."""
         from mlflow.models import Model
 
@@ -378,7 +378,7 @@ class MlflowTracker(NullTracker):
         # the logged-model entity goes to the fluent API's experiment: make it this run's
         self._mlflow.set_experiment(experiment_id=self.experiment_id)
         info = Model.log(artifact_path=None, name=name, flavor=self._mlflow.pyfunc, run_id=self.run_id,
-                         **model_kwargs(bundle, example))
+                         **model_kwargs(bundle, example, config=config))
         self.client.set_tag(self.run_id, MODEL_TAG, info.model_uri)
         self.model_uri = info.model_uri
         return f"runs:/{self.run_id}/{name}"
