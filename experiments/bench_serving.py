@@ -12,7 +12,8 @@ The bundle is logged as a pyfunc model into a scratch MLflow store, registered a
 in a fresh process whose peak RSS is read with getrusage. Latency: ``--requests`` sequential
 POSTs of one real review each (after 20 warm-up requests) to the local server; then the same
 against the model logged with ``small_request_rows=0`` (every request's operators on all
-cores, the behaviour before one-review requests ran on one thread): ``server_every_core``.
+cores, the behaviour before one-review requests ran on one thread): ``server_every_core``; and
+the default model in a server started with ``OMP_NUM_THREADS=1``: ``server_omp_1``.
 Writes ``experiments/results/serving_<name>.json``.
 """
 from __future__ import annotations
@@ -189,7 +190,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     # the same with every request on all cores (small_request_rows=0): what one-thread small requests change
     every_core = publish(args.bundle, uri, args.tracking_uri, {"small_request_rows": 0}, name="bench_every_core")
     results["server_every_core"] = latency(every_core, texts, args.requests, env, work)
-    for key in ("server", "server_every_core"):
+    # and the default model in a server started with OMP_NUM_THREADS=1 (every operator of every
+    # request on one thread, from the process's start)
+    results["server_omp_1"] = latency(model, texts, args.requests, {**env, "OMP_NUM_THREADS": "1"}, work)
+    for key in ("server", "server_every_core", "server_omp_1"):
         print(f"{key}: p50 {results[key]['latency_p50_ms']:.1f} ms, p99 {results[key]['latency_p99_ms']:.1f} ms",
               flush=True)
     first = results["batch"][next(iter(results["batch"]))]

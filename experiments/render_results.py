@@ -182,8 +182,13 @@ def every_core(r: dict) -> str:
     e = r.get("server_every_core")
     if not e:
         return ""
-    return (f" The same model with every request on all cores (`small_request_rows=0`), measured in the same run: "
-            f"p50 {e['latency_p50_ms']:.1f} ms, p99 {e['latency_p99_ms']:.1f} ms.")
+    text = (f" Measured in the same run: the same network with every request on all cores (`small_request_rows=0`) "
+            f"p50 {e['latency_p50_ms']:.1f} ms, p99 {e['latency_p99_ms']:.1f} ms")
+    o = r.get("server_omp_1")
+    if o:
+        text += (f"; the default model in a server started with `OMP_NUM_THREADS=1` p50 {o['latency_p50_ms']:.1f} ms, "
+                 f"p99 {o['latency_p99_ms']:.1f} ms")
+    return text + "."
 
 
 def section() -> str:
