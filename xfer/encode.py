@@ -66,8 +66,8 @@ def default_operator_threads() -> int:
 def operator_threads(n: int | None) -> Iterator[None]:
     """MXNet's CPU operators on ``n`` OpenMP threads inside the block (None: unchanged), then
     back to the process default. A request of one or a few reviews is milliseconds of work: on a
-    small machine its threads' hand-offs and spin-waits, competing with the server and its
-    clients for the same cores, set the latency tail (``experiments/bench_serving.py``)."""
+    small machine handing it to several threads, which compete with the server and its clients
+    for the same cores, costs more than it saves (``experiments/bench_serving.py``)."""
     if n is None or n == default_operator_threads():
         yield
         return

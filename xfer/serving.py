@@ -26,8 +26,8 @@ except ImportError:  # pragma: no cover - mlflow is a dependency
 
 #: a review longer than this many characters is refused (1 MB of text is not a review)
 MAX_TEXT_CHARS = 100_000
-#: requests of at most this many reviews run MXNet's operators on one thread (their latency
-#: tail halves on 2 cores: experiments/bench_serving.py); larger ones use every core
+#: requests of at most this many reviews run MXNet's operators on one thread (quicker for one
+#: review on 2 cores: experiments/bench_serving.py measures both); larger ones use every core
 SMALL_REQUEST_ROWS = 8
 #: packages the model needs at load time, pinned to the versions that trained it
 REQUIREMENTS = ("mxnet", "gluonnlp", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "joblib", "mlflow")
