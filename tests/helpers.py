@@ -76,11 +76,31 @@ TRANSFER_QUICK = ["+experiment=hotel_transfer", "model@base.model=pool", "model=
                   "model.encoder.bigram_buckets=5000", "trainer.max_epochs=2", "trainer.progress=false"]
 
 
-def kill_mid_training(proc, sweep_dir: Path, num: int, signal: signal.Signals | None = signal.SIGKILL) -> None:
-    """Wait until job ``num`` saved its first checkpoint, then kill its process with ``signal``
-    (None: only wait)."""
+def checkpoint_logged(client, num: int | None = None) -> bool:
+    """Whether a run of the store behind ``client`` (of sweep job ``num``, or any) has logged a
+    complete checkpoint (state.json is copied last); False while the store is still being made."""
+    try:
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        for run in runs:
+            if num is not None and run.data.tags.get("xfer.job_num") != str(num):
+                continue
+            for slot in ("checkpoint/a", "checkpoint/b"):
+                if any(f.path.endswith("state.json") for f in client.list_artifacts(run.info.run_id, slot)):
+                    return True
+    except Exception:  # noqa: BLE001 - the sweep's process is still creating the store
+        return False
+    return False
+
+
+def kill_mid_training(proc, sweep_dir: Path, num: int, signal: signal.Signals | None = signal.SIGKILL,
+                      client=None) -> None:
+    """Wait until job ``num`` saved its first checkpoint (and, given ``client``, a function that
+    returns a client of the sweep's store, logged it there), then kill its process with
+    ``signal`` (None: only wait). The client is made only once the checkpoint is on disk: a sqlite
+    client creates its store, which must not race the sweep's own creation of it."""
     deadline = time.time() + 300
-    while not list(sweep_dir.glob(f"multirun/*/*/{num}/checkpoint/state.json")):
+    while not list(sweep_dir.glob(f"multirun/*/*/{num}/checkpoint/state.json")) or (
+            client is not None and not checkpoint_logged(client(), num)):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.05)

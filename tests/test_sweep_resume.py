@@ -22,9 +22,15 @@ def _children(tmp_path):
     return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
 
+def _client(tmp_path):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 def test_a_killed_job_fails_alone_then_the_sweep_resumes_under_the_same_parent(tmp_path):
     proc = run_cli(tmp_path, *JOB, multirun=True, wait=False)
-    kill_mid_training(proc, tmp_path, 1)
+    kill_mid_training(proc, tmp_path, 1, client=lambda: _client(tmp_path))
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode != 0
     assert "job 1: its process" in out and "SIGKILL" in out
@@ -48,9 +54,7 @@ def test_a_killed_job_fails_alone_then_the_sweep_resumes_under_the_same_parent(t
     assert parent2.data.metrics["jobs_finished"] == 3 and parent2.data.metrics["jobs_failed"] == 0
     assert parent2.data.tags["xfer.sweep_resumed"] == "1"
     assert len(children2) == 3 and all(r.info.status == "FINISHED" for r in children2)  # no new runs
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = _client(tmp_path)
     for r in children2:  # every epoch logged once: nothing lost, nothing twice
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_roc_auc")]
         assert sorted(steps) == [0, 1, 2], (r.data.tags["xfer.job_num"], steps)
@@ -58,7 +62,7 @@ def test_a_killed_job_fails_alone_then_the_sweep_resumes_under_the_same_parent(t
 
 def test_a_terminated_job_ends_killed_with_the_signal(tmp_path):
     proc = run_cli(tmp_path, *JOB[:-1], "seed=0,1", multirun=True, wait=False)
-    kill_mid_training(proc, tmp_path, 0, signal=signal.SIGTERM)
+    kill_mid_training(proc, tmp_path, 0, signal=signal.SIGTERM, client=lambda: _client(tmp_path))
     proc.communicate(timeout=600)
     assert proc.returncode != 0
     _, children = _children(tmp_path)
