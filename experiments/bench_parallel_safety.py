@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB = ["+experiment=imdb_base", "model=pool", "data.limit=200", "trainer.max_epochs=1",
        "model.encoder.bigram_buckets=1000", "trainer.progress=false"]
 ERRORS = {"lock_errors": "database is locked", "store_errors": "cannot use the MLflow store"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -60,6 +53,8 @@ def main() -> None:
 
 def start_ray(tmp: Path) -> tuple[list[str], dict, str]:
     """A local Ray head (2 CPUs), as tests/test_ray.py starts it: (overrides, env, ray binary)."""
+    from xfer.servers import free_port
+
     ray = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "RAY_USAGE_STATS_ENABLED": "0"}

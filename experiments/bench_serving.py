@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xfer.data import data_dir  # noqa: E402
+from xfer.servers import free_port  # noqa: E402
 
 # runs predict in a child and prints the child's peak RSS (KiB) as the last line
 WRAP = ("import resource, subprocess, sys\n"
@@ -43,12 +43,6 @@ WRAP = ("import resource, subprocess, sys\n"
         "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "sys.exit(p.returncode)\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def publish(bundle_ref: str, uri: str, tracking_uri: str | None, config: dict | None = None,

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,6 @@ JOB = ["+experiment=imdb_base", "model=pool", "data.limit=2500", f"trainer.max_e
        "model.encoder.bigram_buckets=20000", "trainer.progress=false", "hydra.launcher.n_jobs=2",
        "tracking.experiment=team-faults"]
 TEST_METRICS = ("test_roc_auc", "test_accuracy", "train_seconds")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mid_training(sweep_dir: Path, num: int, proc: subprocess.Popen, timeout: float = 600) -> bool:
@@ -100,7 +93,7 @@ def count(uri: str, sweep_id: str, jobs: int) -> dict:
 
 def main() -> None:
     from xfer.provenance import provenance
-    from xfer.servers import MlflowServer, PostgresServer
+    from xfer.servers import MlflowServer, PostgresServer, free_port
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=12)

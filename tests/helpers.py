@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from hydra_plugins.xfer_plugins.process_launcher import job_pid
+from xfer.servers import free_port  # noqa: F401 - for the tests
 
 PY = sys.executable
 BIN = str(Path(sys.executable).parent)
@@ -46,12 +46,6 @@ def list_runs(cwd: Path, filter_string: str = "") -> list:
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     exps = client.search_experiments()
     return client.search_runs([e.experiment_id for e in exps], filter_string) if exps else []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_http(url: str, proc: subprocess.Popen | None = None, seconds: float = 120) -> None:

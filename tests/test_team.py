@@ -157,7 +157,7 @@ def test_a_killed_job_then_resume_on_the_server(store, tmp_path):
     exp = "tracking.experiment=team-resume"
     proc = store.sweep(tmp_path, *TRAIN, "seed=0,1,2", exp, "tracking.log_model=false", wait=False)
     kill_mid_training(proc, tmp_path, 1, client=store.client)
-    out = proc.communicate(timeout=900)[0]
+    proc.communicate(timeout=900)
     assert proc.returncode != 0
     runs = store.runs("team-resume")
     [parent] = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]

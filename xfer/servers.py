@@ -17,6 +17,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,13 @@ from .errors import ConfigError
 
 #: the database user and the databases the recipe creates (MLflow's store, an Optuna study's)
 USER, PASSWORD, DATABASES = "xfer", "xfer", ("mlflow", "optuna")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pg_bin(tool: str) -> str:

@@ -155,12 +155,11 @@ def close_sweep(tracker, task: str) -> dict[str, int]:
     in ``xfer.error``. Then the jobs are counted, each once (``_jobs``), by its best run:
     finished / failed (no run finished) / unfinished; runs a resumed job replaced are
     ``runs_superseded``."""
-    children = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{tracker.run_id}'")
+    children = sweep_children(tracker, tracker.run_id)
     for r in children:
         if r["status"] in UNFINISHED:
-            tracker.tag_run(r["run_id"], {"xfer.error": "the job's process ended without closing its run "
-                                                         "(killed, out of memory or a lost machine)"})
-            tracker.end_run(r["run_id"], "KILLED")
+            tracker.kill_run(r["run_id"], "the job's process ended without closing its run "
+                                          "(killed, out of memory or a lost machine)")
             r["status"] = "KILLED"
     jobs = _jobs(children, task)
     finished = sum("FINISHED" in s for s in jobs.values())
@@ -182,10 +181,14 @@ def _jobs(children: list[dict], task: str) -> dict[str, list[str]]:
     return jobs
 
 
-def finished_jobs(tracker, task: str) -> int:
-    """How many jobs of the sweep whose parent run is ``tracker.run_id`` finished."""
-    children = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{tracker.run_id}'")
+def finished_jobs(children: list[dict], task: str) -> int:
+    """How many jobs of a sweep (its ``sweep_children``) finished."""
     return sum("FINISHED" in s for s in _jobs(children, task).values())
+
+
+def sweep_children(tracker, parent: str, where: str = "") -> list[dict]:
+    """The child runs of sweep parent run ``parent`` (``where``: more conditions, ``and ...``), newest first."""
+    return tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent}'{where}")
 
 
 def job_overrides(overrides) -> list[str]:
@@ -219,8 +222,9 @@ def resume_point(cfg: dict, tracker) -> dict | None:
     parent = tracker.default_parent
     if not (parent and os.environ.get(ENV_RESUME)):
         return None
-    runs = tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent}' and tags.`xfer.task` = '{cfg['task']}' and "
-                             f"tags.`xfer.job_fingerprint` = '{job_fingerprint(cfg)}'")
+    fp = tracker.default_tags["xfer.job_fingerprint"]  # set by the job (xfer.run.execute)
+    runs = sweep_children(tracker, parent, f" and tags.`xfer.task` = '{cfg['task']}' and "
+                                           f"tags.`xfer.job_fingerprint` = '{fp}'")
     done = [r for r in runs if r["status"] == "FINISHED"]
     if done:
         log.info("sweep resume: job already finished in run %s; skipped", done[0]["run_id"])
@@ -231,8 +235,7 @@ def resume_point(cfg: dict, tracker) -> dict | None:
             return {"resume": r["run_id"]}
     for r in runs:
         if r["status"] in UNFINISHED:
-            tracker.tag_run(r["run_id"], {"xfer.error": "interrupted; the resumed sweep ran the job again"})
-            tracker.end_run(r["run_id"], "KILLED")
+            tracker.kill_run(r["run_id"], "interrupted; the resumed sweep ran the job again")
     return None
 
 

@@ -153,8 +153,8 @@ class NullTracker:
         """FINISHED / RUNNING / FAILED / KILLED of another run of the store (None if unknown)."""
         return None
 
-    def end_run(self, run_id: str, status: str) -> None:
-        """End another run of the store (e.g. one whose process died) with ``status``."""
+    def kill_run(self, run_id: str, reason: str) -> None:
+        """End another run of the store (one whose process died) KILLED, the reason in ``xfer.error``."""
 
     def has_checkpoint(self, run_id: str) -> bool:
         """Whether another run logged a complete training checkpoint (see jobs.train.log_checkpoint)."""
@@ -357,8 +357,9 @@ class MlflowTracker(NullTracker):
         except MlflowException:
             return None
 
-    def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=status)
+    def kill_run(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, "xfer.error", reason[:5000])
+        self.client.set_terminated(run_id, status="KILLED")
 
     def has_checkpoint(self, run_id: str) -> bool:
         for slot in CHECKPOINT_SLOTS:

@@ -34,7 +34,7 @@ def _reopen_study(impl) -> int:
     FAIL, their parameters queued to run first. Returns how many of the sweep's jobs finished."""
     import optuna
 
-    from xfer.sweep import ENV_PARENT, finished_jobs
+    from xfer.sweep import ENV_PARENT, finished_jobs, sweep_children
     from xfer.tracking import make_tracker
 
     try:
@@ -42,9 +42,9 @@ def _reopen_study(impl) -> int:
     except KeyError:  # nothing stored yet: the sweep starts it
         return 0
     tracker = make_tracker(OmegaConf.to_container(impl.config.tracking, resolve=True), probe=False)
-    tracker.run_id = os.environ.get(ENV_PARENT)  # none without tracking: nothing is known finished
-    done = [r for r in tracker.find_runs(f"tags.`mlflow.parentRunId` = '{tracker.run_id}' and "
-                                         "attributes.status = 'FINISHED'") if "objective" in r["metrics"]]
+    parent = os.environ.get(ENV_PARENT)  # none without tracking: nothing is known finished
+    children = sweep_children(tracker, parent) if parent else []
+    done = [r for r in children if r["status"] == "FINISHED" and "objective" in r["metrics"]]
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         wanted = {f"{k}={v}" for k, v in trial.params.items()}
         run = next((r for r in done if wanted <= set(r["tags"].get("xfer.overrides", "").split())), None)
@@ -60,7 +60,7 @@ def _reopen_study(impl) -> int:
         from hydra.utils import instantiate
 
         impl.sampler = instantiate(OmegaConf.merge(sampler, {"seed": int(sampler.seed) + len(study.trials)}))
-    n = finished_jobs(tracker, str(impl.config.get("task", "train"))) if tracker.run_id else 0
+    n = finished_jobs(children, str(impl.config.get("task", "train")))
     log.info("optuna: %d of %d trials of this sweep finished; running the other %d", n, impl.n_trials,
              max(0, impl.n_trials - n))
     return n

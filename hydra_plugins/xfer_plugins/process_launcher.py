@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
@@ -83,7 +83,7 @@ def supervise(idx: int, overrides: list[str], payload: bytes, tracking: dict | N
 def _close_killed_runs(tracking: dict, idx: int, reason: str) -> None:
     """The dead job's open runs in the sweep end KILLED with the reason (the sweep's end would
     close them too, without knowing the signal)."""
-    from xfer.sweep import ENV_PARENT, UNFINISHED
+    from xfer.sweep import ENV_PARENT, UNFINISHED, sweep_children
     from xfer.tracking import make_tracker
 
     parent = os.environ.get(ENV_PARENT)
@@ -91,10 +91,9 @@ def _close_killed_runs(tracking: dict, idx: int, reason: str) -> None:
         return
     try:
         tracker = make_tracker(tracking, probe=False)
-        for r in tracker.find_runs(f"tags.`mlflow.parentRunId` = '{parent}' and tags.`xfer.job_num` = '{idx}'"):
+        for r in sweep_children(tracker, parent, f" and tags.`xfer.job_num` = '{idx}'"):
             if r["status"] in UNFINISHED:
-                tracker.tag_run(r["run_id"], {"xfer.error": reason})
-                tracker.end_run(r["run_id"], "KILLED")
+                tracker.kill_run(r["run_id"], reason)
     except Exception as e:  # noqa: BLE001 - the sweep's end closes them anyway
         log.warning("job %d: its runs were not closed here (%s)", idx, e)
 
