@@ -157,3 +157,20 @@ def test_operator_threads_changes_no_result_and_restores_the_default():
     with pytest.raises(RuntimeError):  # the default comes back when the block raises too
         with operator_threads(1):
             raise RuntimeError("x")
+
+
+def test_global_max_has_the_values_and_gradients_of_max_over_time():
+    from xfer.models import global_max
+
+    x = mx.nd.array(np.random.RandomState(0).normal(size=(3, 4, 9)))
+    head = mx.nd.array(np.random.RandomState(1).normal(size=(3, 4)))
+    out = {}
+    for name, fn in {"max": lambda v: mx.nd.max(v, axis=2), "global_max": lambda v: global_max(mx.nd, v)}.items():
+        v = x.copy()
+        v.attach_grad()
+        with mx.autograd.record():
+            y = fn(v)
+        y.backward(head)
+        out[name] = (y.asnumpy(), v.grad.asnumpy())
+    for got, want in zip(out["global_max"], out["max"]):
+        np.testing.assert_array_equal(got, want)
