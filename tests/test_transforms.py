@@ -232,7 +232,9 @@ def test_chunked_tokenizer_in_threads_equals_one_part(monkeypatch):
     monkeypatch.setattr(T, "_chunk_tokens", lambda arr, classes: calls.append(len(arr)) or chunk_tokens(arr, classes))
     three = Tokenize().transform(texts)
     assert sorted(calls) == [100, 100, 100]  # really in three parts
-    assert len(set(three.types.to_pylist())) == len(three.types) == len(one.types)  # types are distinct
+    assert len(three.parts) == 3 and len(one.parts) == 1  # parts are kept, not merged token by token
+    merged, one_types = three._type_table()[0], one._type_table()[0]
+    assert len(set(merged.to_pylist())) == len(merged) == len(one_types)  # one row per distinct token
     assert three.tolist() == one.tolist() == _regex_tokens(Tokenize(), texts)
     a, b = Tok2Idx(min_freq=2).fit(one), Tok2Idx(min_freq=2).fit(three)
     assert a.vocab_.idx_to_token == b.vocab_.idx_to_token

@@ -241,8 +241,7 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
     def transform(self, X):
         check_is_fitted(self, "vocab_")
         if isinstance(X, TokenizedCorpus):  # one hash lookup per token type (in Arrow), then numpy
-            ids, off = X.ids(self.vocab_.idx_to_token, UNK_ID), X.offsets.tolist()
-            return pd.Series([ids[a:b] for a, b in zip(off[:-1], off[1:])], index=X.index, dtype=object)
+            return pd.Series(X.id_arrays(self.vocab_.idx_to_token, UNK_ID), index=X.index, dtype=object)
         get = self.vocab_.token_to_idx.get
         s = as_series(X)
         out = [np.fromiter(map(get, toks, repeat(UNK_ID)), dtype=np.int32, count=len(toks)) for toks in s]
@@ -271,20 +270,27 @@ class Tok2Idx(TransformerMixin, BaseEstimator):
 class TokenizedCorpus(SequenceABC):
     """The token lists of many texts, stored compactly: what :class:`Tokenize` returns.
 
-    ``types`` is an Arrow string array of the distinct tokens, ``token_types`` the index
-    into ``types`` of every token of every text, and text ``i``'s tokens are
-    ``token_types[offsets[i]:offsets[i + 1]]``. It is a sequence
-    of ``list[str]`` (``corpus[i]``, iteration, ``len``); :class:`Tok2Idx` reads the
-    arrays directly, without making a Python string per token.
+    The texts come in parts (one per tokenizer thread), each with its own table of distinct
+    tokens: in a part, ``types`` is an Arrow string array of its distinct tokens,
+    ``token_types`` the index into ``types`` of every token of every text, and text ``i``'s
+    tokens are ``token_types[offsets[i]:offsets[i + 1]]``. Parts are never merged token by
+    token: counting and id lookup merge only the small type tables. It is a sequence of
+    ``list[str]`` (``corpus[i]``, iteration, ``len``); :class:`Tok2Idx` reads the arrays
+    directly, without making a Python string per token.
     """
 
     def __init__(self, types, token_types: np.ndarray, offsets: np.ndarray, index=None):
-        self.types, self.token_types, self.offsets = types, token_types, np.asarray(offsets, dtype=np.int64)
-        self.index = index if index is not None else pd.RangeIndex(len(self.offsets) - 1)
-        self._strings: list[str] | None = None
+        self.parts = [(types, token_types, np.asarray(offsets, dtype=np.int64))]
+        self.index = index if index is not None else pd.RangeIndex(len(offsets) - 1)
+        self._strings: list[list[str]] | None = None
+        self._types = None
+
+    def _starts(self) -> np.ndarray:
+        """The first text of each part, and the number of texts."""
+        return np.cumsum([0] + [len(offsets) - 1 for _, _, offsets in self.parts])
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return int(self._starts()[-1])
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -295,29 +301,24 @@ class TokenizedCorpus(SequenceABC):
         if not 0 <= i < len(self):
             raise IndexError(f"text {i} out of range for {len(self)} texts")
         if self._strings is None:
-            self._strings = self.types.to_pylist()
-        strings = self._strings
-        return [strings[k] for k in self.token_types[self.offsets[i]:self.offsets[i + 1]].tolist()]
+            self._strings = [types.to_pylist() for types, _, _ in self.parts]
+        starts = self._starts()
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        _, token_types, offsets = self.parts[k]
+        strings, j = self._strings[k], i - starts[k]
+        return [strings[t] for t in token_types[offsets[j]:offsets[j + 1]].tolist()]
 
     def __getstate__(self):
-        return {**self.__dict__, "_strings": None}
+        return {**self.__dict__, "_strings": None, "_types": None}
 
     @classmethod
     def concat(cls, parts: Sequence["TokenizedCorpus"], index=None) -> "TokenizedCorpus":
-        """One corpus holding the texts of ``parts`` in order."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        if len(parts) == 1:
-            return cls(parts[0].types, parts[0].token_types, parts[0].offsets, index=index)
-        merged = pc.dictionary_encode(pa.concat_arrays([p.types for p in parts]))
-        to_merged = merged.indices.to_numpy(zero_copy_only=False)
-        type_base = np.cumsum([0] + [len(p.types) for p in parts])
-        token_base = np.cumsum([0] + [len(p.token_types) for p in parts[:-1]])
-        return cls(merged.dictionary,
-                   np.concatenate([to_merged[a:b][p.token_types] for p, a, b in zip(parts, type_base, type_base[1:])]),
-                   np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + b for p, b in zip(parts, token_base)]),
-                   index=index)
+        """One corpus holding the texts of ``parts`` in order (their parts side by side)."""
+        out = cls.__new__(cls)
+        out.parts = [part for corpus in parts for part in corpus.parts]
+        out.index = index if index is not None else pd.RangeIndex(sum(len(p) for p in parts))
+        out._strings = out._types = None
+        return out
 
     def tolist(self) -> list[list[str]]:
         return list(self)
@@ -330,26 +331,54 @@ class TokenizedCorpus(SequenceABC):
         tokens, counts = self.by_frequency()
         return Counter(dict(zip(tokens, counts.tolist())))
 
+    def _type_table(self):
+        """(the distinct tokens of all parts as one Arrow array, and for each part the position
+        of each of its types in that array); computed once (fit and transform both read it)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if getattr(self, "_types", None) is None:
+            if len(self.parts) == 1:
+                types = self.parts[0][0]
+                self._types = types, [None]
+            else:
+                merged = pc.dictionary_encode(pa.concat_arrays([types for types, _, _ in self.parts]))
+                to_merged = merged.indices.to_numpy(zero_copy_only=False)
+                bounds = np.cumsum([0] + [len(types) for types, _, _ in self.parts])
+                self._types = merged.dictionary, [to_merged[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return self._types
+
     def by_frequency(self) -> tuple[list[str], np.ndarray]:
         """The tokens that occur, by count (descending) then token (code point order, as
         Python compares strings; UTF-8 byte order is the same), with their counts."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        totals = np.bincount(self.token_types, minlength=len(self.types))
+        types, positions = self._type_table()
+        totals = np.zeros(len(types), dtype=np.int64)
+        for (part_types, token_types, _), at in zip(self.parts, positions):
+            # a part's types are distinct: no position repeats within ``at``
+            totals[slice(None) if at is None else at] += np.bincount(token_types, minlength=len(part_types))
         seen = np.flatnonzero(totals)
-        by_token = seen[pc.sort_indices(pc.take(self.types, pa.array(seen))).to_numpy(zero_copy_only=False)]
+        by_token = seen[pc.sort_indices(pc.take(types, pa.array(seen))).to_numpy(zero_copy_only=False)]
         order = by_token[np.argsort(-totals[by_token], kind="stable")]
-        return pc.take(self.types, pa.array(order)).to_pylist(), totals[order]
+        return pc.take(types, pa.array(order)).to_pylist(), totals[order]
 
-    def ids(self, idx_to_token: Sequence[str], unknown: int) -> np.ndarray:
-        """Every token's position in ``idx_to_token`` (``unknown`` if absent), as int32."""
+    def id_arrays(self, idx_to_token: Sequence[str], unknown: int) -> list[np.ndarray]:
+        """Each text's tokens as positions in ``idx_to_token`` (``unknown`` if absent), int32."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        lut = pc.index_in(self.types, value_set=pa.array(idx_to_token, type=pa.large_string()))
-        lut = lut.fill_null(unknown).to_numpy(zero_copy_only=False).astype(np.int32)
-        return lut[self.token_types] if len(self.token_types) else np.zeros(0, dtype=np.int32)
+        types, positions = self._type_table()
+        lut = pc.index_in(types, value_set=pa.array(idx_to_token, type=pa.large_string())).fill_null(unknown)
+        lut = lut.to_numpy(zero_copy_only=False).astype(np.int32)
+        out = []
+        for (_, token_types, offsets), at in zip(self.parts, positions):
+            part_lut = lut if at is None else lut[at]
+            ids = part_lut[token_types] if len(token_types) else np.zeros(0, dtype=np.int32)
+            bounds = offsets.tolist()
+            out.extend(ids[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+        return out
 
 
 def count_tokens(X) -> Counter:
