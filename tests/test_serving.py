@@ -1,5 +1,6 @@
 """Serving: the pyfunc model, the registry, `mlflow models serve` and batch prediction,
 used as a user would (subprocesses, a fresh tracking store)."""
+import gzip
 import json
 import os
 import subprocess
@@ -252,6 +253,10 @@ def test_predict_csv_streams_in_chunks_and_writes_atomically(store, reviews, tmp
     assert bundle.sizes == [100, 100, 100, 100, 50] and res.rows == 450
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out.columns) == ["id", "text", "probability", "label"] and len(out) == 450
+    predict_csv(bundle, src, tmp_path / "out.csv.gz", chunk_size=100)  # a .gz output is gzipped
+    with gzip.open(tmp_path / "out.csv.gz", "rt", encoding="utf-8") as f:
+        pd.testing.assert_frame_equal(pd.read_csv(f), out)
+    (tmp_path / "out.csv.gz").unlink()
 
     # a bad row late in the file: one-line error naming the row; no output, no temp file
     bad = frame.copy()

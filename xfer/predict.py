@@ -5,7 +5,8 @@
 ``model`` takes a bundle or pyfunc model directory, an MLflow run id, ``runs:/<id>/bundle``
 or a ``models:/`` URI. The input needs the columns the model was trained on (IMDB:
 ``text``; hotel: ``Description``, ``Browser_Used``, ``Device_Used``) and may be gzipped.
-The output keeps every input column and adds ``probability`` and ``label`` (named
+The output (gzipped when its name ends in ``.gz``) keeps every input column and adds
+``probability`` and ``label`` (named
 ``predicted_probability``/``predicted_label`` if the input already has such columns).
 The file is read ``chunk_size`` rows at a time (memory does not grow with its size),
 written to a temporary file beside ``output`` and renamed at the end, so ``output`` is
@@ -97,6 +98,9 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
 
     raw = open(src, "rb")
     handle = gzip.open(raw) if src.suffix == ".gz" else raw
+    # the temporary name hides the suffix from pandas: compress here when the output asks for it
+    sink = (gzip.open(tmp, "wt", encoding="utf-8", newline="") if dst.suffix == ".gz"
+            else open(tmp, "w", encoding="utf-8", newline=""))
     bar = tqdm(total=src.stat().st_size, unit="B", unit_scale=True, disable=not progress, desc=src.name)
     rows, t0 = 0, time.perf_counter()
     try:
@@ -107,14 +111,16 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
             pred = bundle.predict_frame(chunk, str(src), batch_size or None, max_text_chars)
             p_name, l_name = _output_names(list(chunk.columns))
             out = chunk.assign(**{p_name: pred["probability"].to_numpy(), l_name: pred["label"].to_numpy()})
-            out.to_csv(tmp, mode="a" if rows else "w", header=not rows, index=False)
+            out.to_csv(sink, header=not rows, index=False)
             rows += len(chunk)
             bar.update(raw.tell() - bar.n)
             bar.set_postfix(reviews=rows, per_s=f"{rows / (time.perf_counter() - t0):.0f}")
         if rows == 0:
             raise DataError(f"{src}: file has a header but no rows")
+        sink.close()
         os.replace(tmp, dst)
     except BaseException:
+        sink.close()
         tmp.unlink(missing_ok=True)
         raise
     finally:
