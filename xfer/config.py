@@ -6,7 +6,7 @@ stage, experiment...). Every key that no group sets comes from ``xfer.schema`` t
 generated nodes, so Hydra knows every key (``trainer.max_epochs=2`` overrides without a ``+``)
 and the schema stays the only place that holds a default:
 
-- ``xfer_stage_base``: ``seed`` and ``trainer``, included by every ``stage/*.yaml``;
+- ``xfer_stage_base``: ``seed``, ``trainer`` and ``self_train``, included by every ``stage/*.yaml``;
 - ``xfer_job_base``: the job-level sections (task, resume, tracking, register, sweep, transfer);
 - ``xfer_data_base``: every optional key of a data config, under each stage's ``data``, so a
   user's own data config needs only its required keys and still takes ``data.limit=...``.
@@ -34,7 +34,7 @@ def data_defaults() -> dict:
 
 
 def stage_defaults() -> dict:
-    return {"seed": 0, "trainer": schema.section("trainer", {})}
+    return {"seed": 0, "trainer": schema.section("trainer", {}), "self_train": schema.section("self_train", {})}
 
 
 def register_configs() -> None:

@@ -344,12 +344,24 @@ class Pretrain:
 
 
 @dataclass(kw_only=True)
+class SelfTrain:
+    """Self-training on unlabelled reviews: a teacher network trained on the labelled reviews scores
+    them, the ones it is sure of join the training split with its labels (pseudo-labels), and the
+    network is trained again from its initialisation on both. Validation and test stay labelled."""
+    files: list = key([], "CSV files of unlabelled reviews to pseudo-label (empty: no self-training)")
+    text_column: str = key("text", "text column of self_train.files")
+    threshold: float = key(0.9, "keep reviews the teacher scores p >= threshold or p <= 1 - threshold", gt=0.5, lt=1)
+    max_rows: Optional[int] = key(None, "keep at most this many of them, the surest first (null: all)", ge=1)
+
+
+@dataclass(kw_only=True)
 class Stage:
     """What trains a network: data, preprocessing, architecture, optimizer, trainer, seed."""
     seed: int = key(0, "fixes splits, initialisation, batch order and dropout", ge=0)
     data: Optional[Data] = key(None, "dataset")
     transforms: Transforms = key(Transforms(), "preprocessing")
     pretrain: Pretrain = key(Pretrain(), "word vectors for the embedding layer (its own stage, reused by fingerprint)")
+    self_train: SelfTrain = key(SelfTrain(), "task=train: pseudo-labelled unlabelled reviews added to the training split")
     model: Model = key(Model(), "architecture")
     optimizer: Any = key(Adam(), "optimizer", variants=OPTIMIZERS, tag="name")
     trainer: Trainer = key(Trainer(), "training loop")
@@ -546,7 +558,7 @@ def _join(path: str, name: str) -> str:
 
 SECTIONS = {"trainer": Trainer, "transforms": Transforms, "model": Model, "data": Data, "heads": Heads,
             "tracking": Tracking, "register": Register, "transfer": Transfer, "base": Base,
-            "sweep": Sweep}
+            "sweep": Sweep, "self_train": SelfTrain}
 TAGGED = {"optimizer": (OPTIMIZERS, "name"), "schedule": (SCHEDULES, "name"),
           "lr_schedule": (LR_SCHEDULES, "type"), "encoder": (ENCODERS, "type")}
 
@@ -583,6 +595,9 @@ def validate(cfg: Mapping) -> dict:
     _check_data(out["data"], "data")
     if out["task"] == "transfer" and out["base"]["data"] and not (out["base"]["run_id"] or out["base"]["path"]):
         _check_data(out["base"]["data"], "base.data")
+        if out["self_train"]["files"]:
+            raise ConfigError("self_train.files: a transfer job does not self-train its target networks; "
+                              "self-train the base with base.self_train (self_train@base.self_train=...)")
         where = weight_mismatch(out["model"], out["base"]["model"])
         if where:
             raise ConfigError(f"model.{where}: differs from base.model.{where}; the transferred network keeps the "

@@ -2,6 +2,7 @@
 split, save a bundle and track the run; resumable from its checkpoints."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -9,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from .. import __version__
 from ..bundle import Bundle, fingerprint, save_bundle
 from ..data import Dataset, dataset_checksum, input_spec, load_dataset
-from ..encode import classification_metrics, context, encode_frame, predict_logits, sigmoid
+from ..encode import classification_metrics, context, encode_frame, predict_logits, predict_proba, sigmoid
 from ..errors import ConfigError
 from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
 from ..plots import training_curve
@@ -22,6 +25,7 @@ from ..schema import validate
 from ..tracking import CHECKPOINT_SLOTS, NullTracker, flatten, tracked_run
 from ..train import fit, read_checkpoint_state, release_memory, seed_everything
 from ..pretrain import apply_vectors
+from .. import selftrain
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
 from .pretrain import obtain_vectors, stage_fingerprint_part
 
@@ -49,7 +53,8 @@ def base_fingerprint(stage: Mapping, data_checksum: str | None = None) -> str:
     return fingerprint({"data": data, "data_checksum": checksum, "transforms": stage["transforms"],
                         "model": stage["model"], "optimizer": stage["optimizer"], "trainer": trainer,
                         "seed": stage["seed"], "architecture": ARCHITECTURE_REVISION,
-                        **stage_fingerprint_part(stage, checksum)})
+                        **stage_fingerprint_part(stage, checksum),
+                        **selftrain.fingerprint_part(stage.get("self_train") or {})})
 
 
 def encode_splits(pre, ds: Dataset, model_cfg: Mapping, trainer_cfg: Mapping) -> dict[str, tuple]:
@@ -127,10 +132,13 @@ def label_names(data_cfg: Mapping) -> dict[str, str]:
     return {"0": str(name(data_cfg["negative"])), "1": str(name(data_cfg["positive"]))}
 
 
-def _prepare(cfg: Mapping) -> dict:
-    """Everything that can fail on bad input, before the run starts: data, preprocessing, network."""
-    ds = load_dataset(cfg["data"], seed=cfg["seed"])
-    log.info("data %s: %d train / %d val / %d test reviews", ds.name, len(ds.train), len(ds.val), len(ds.test))
+def _prepare(cfg: Mapping, ds: Dataset | None = None) -> dict:
+    """Everything that can fail on bad input, before the run starts: data (``cfg.data``, or ``ds``),
+    self-training's unlabelled texts, preprocessing, network."""
+    if ds is None:
+        ds = load_dataset(cfg["data"], seed=cfg["seed"])
+        log.info("data %s: %d train / %d val / %d test reviews", ds.name, len(ds.train), len(ds.val), len(ds.test))
+    unlabelled = selftrain.unlabelled_texts(cfg["self_train"]) if selftrain.enabled(cfg["self_train"]) else None
     t0 = time.perf_counter()
     pre = fit_preprocessor(build_preprocessor(cfg["transforms"], ds.categorical), ds.train)
     splits = encode_splits(pre, ds, cfg["model"], cfg["trainer"])
@@ -139,12 +147,14 @@ def _prepare(cfg: Mapping) -> dict:
     log.info("vocabulary: %d tokens; preprocessing took %.1f s", vocab, prep_seconds)
     net = initialize(build_model(cfg["model"], vocab), cfg["seed"], ctx=context(cfg["trainer"]["ctx"]))
     return {"ds": ds, "pre": pre, "splits": splits, "prep_seconds": prep_seconds, "vocab": vocab, "net": net,
-            "fp": base_fingerprint(cfg, ds.checksum)}
+            "fp": base_fingerprint(cfg, ds.checksum), "unlabelled": unlabelled}
 
 
 def init_embedding(cfg: Mapping, job: dict, tracker: NullTracker) -> None:
-    """The pretrain stage: its vectors (trained, reused or read) into the embedding layer."""
-    vectors, info = obtain_vectors(cfg, job["pre"], job["ds"], tracker)
+    """The pretrain stage: its vectors (trained, reused or read; or ``job["vectors"]`` when set)
+    into the embedding layer."""
+    vectors, info = job.get("vectors") or obtain_vectors(cfg, job["pre"], job["ds"], tracker)
+    job["vectors"] = (vectors, info)
     if vectors is None:
         job["pretrain"] = {}
         return
@@ -152,6 +162,61 @@ def init_embedding(cfg: Mapping, job: dict, tracker: NullTracker) -> None:
     coverage = apply_vectors(job["net"], tokens, vectors, cfg["pretrain"]["oov"], cfg["pretrain"]["rescale"])
     log.info("pretrain: vectors for %.1f%% of the vocabulary (%s)", 100 * coverage, info["source"])
     job["pretrain"] = {**info, "coverage": coverage, "config": {k: v for k, v in cfg["pretrain"].items() if k != "files"}}
+
+
+class _Prefixed:
+    """A tracker whose metrics get a prefix (the teacher's epochs beside the network's own)."""
+
+    def __init__(self, tracker: NullTracker, prefix: str):
+        self.tracker, self.prefix = tracker, prefix
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.tracker.log_metrics({self.prefix + k: v for k, v in metrics.items()}, step=step)
+
+
+#: unlabelled reviews encoded and scored at a time (bounds the teacher's inference memory)
+PSEUDO_CHUNK = 5000
+
+
+def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
+    """Self-training: train ``job``'s network as the teacher (its metrics logged as ``teacher_*``),
+    pseudo-label ``self_train.files`` with it and return the student's job: the labelled and the
+    pseudo-labelled reviews as its training split (validation and test unchanged), preprocessing
+    fitted again, a freshly initialised network with the same pretrained vectors."""
+    scfg, trainer = cfg["self_train"], cfg["trainer"]
+    log.info("self-training: the teacher trains on the %d labelled reviews", len(job["ds"].train))
+    teacher, _ = fit_and_test(job["net"], job["splits"], trainer, cfg["optimizer"], cfg["seed"],
+                              _Prefixed(tracker, "teacher_"))
+    texts, ds = job["unlabelled"], job["ds"]
+    proba = np.concatenate([
+        predict_proba(job["net"], encode_frame(job["pre"], _text_frame(texts[i:i + PSEUDO_CHUNK], ds.categorical),
+                                               cfg["model"], trainer["max_len"], trainer["truncate"]),
+                      ctx=context(trainer["ctx"]))
+        for i in range(0, len(texts), PSEUDO_CHUNK)])
+    pseudo = selftrain.pseudo_labelled(texts, proba, scfg["threshold"], scfg["max_rows"])
+    log.info("self-training: the teacher (test_accuracy %.4f) labelled %d of %d unlabelled reviews "
+             "(%.0f%% positive); the network trains again on %d reviews", teacher["test_accuracy"], len(pseudo),
+             len(texts), 100 * pseudo["label"].mean() if len(pseudo) else 0, len(ds.train) + len(pseudo))
+    tracker.log_metrics({**{f"teacher_{k}": v for k, v in teacher.items() if k.startswith("test_")},
+                         "teacher_train_seconds": teacher["train_seconds"], "pseudo_labelled": len(pseudo),
+                         "pseudo_positive_share": float(pseudo["label"].mean()) if len(pseudo) else 0.0})
+    tracker.log_params({"rows.teacher_train": len(ds.train), "rows.unlabelled": len(texts)})
+    extra = _text_frame(pseudo["text"].tolist(), ds.categorical).assign(label=pseudo["label"].to_numpy())
+    student_ds = dataclasses.replace(ds, train=pd.concat([ds.train, extra], ignore_index=True))
+    vectors = job["vectors"]
+    job.clear()  # the teacher's network and encoded splits
+    release_memory()
+    student = _prepare({**cfg, "self_train": {**scfg, "files": []}}, student_ds)
+    student.update(vectors=vectors, fp=base_fingerprint(cfg, ds.checksum),
+                   self_train={"pseudo_labelled": len(pseudo), "unlabelled": len(texts),
+                               "teacher": {k: v for k, v in teacher.items() if k.startswith("test_")}})
+    init_embedding(cfg, student, tracker)
+    return student
+
+
+def _text_frame(texts, categorical) -> pd.DataFrame:
+    """A standard frame of ``texts`` (categorical columns missing: the imputer fills them)."""
+    return pd.DataFrame({"text": list(texts), **{c: np.nan for c in categorical}})
 
 
 def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:
@@ -191,6 +256,7 @@ def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mappin
                          truncate=cfg["trainer"]["truncate"],
                          meta={"fingerprint": job["fp"], "data_checksum": ds.checksum, "data": ds.name,
                                "metrics": final, "seed": cfg["seed"], "inputs": input_spec(cfg["data"]),
+                               "self_train": job.get("self_train") or {},
                                "pretrain": {k: v for k, v in job.get("pretrain", {}).items()
                                             if k not in ("coverage", "metrics")}})
     curve = training_curve(res.history, out_dir / "training_curve.png", f"{ds.name} / {cfg['model']['name']}")
@@ -213,12 +279,17 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
     tags = {"xfer.task": "train", "xfer.data": job["ds"].name, "xfer.model": cfg["model"]["name"],
             "xfer.fingerprint": job["fp"], "xfer.version": __version__}
     resume_id = cfg["resume"]
+    if resume_id and job["unlabelled"] is not None:
+        raise ConfigError("resume: not available with self_train (the teacher keeps no checkpoints); run the job again")
     resume_from = find_checkpoint(tracker, resume_id, job["fp"]) if resume_id else None
     with tracked_run(tracker, cfg["tracking"]["run_name"] or job["ds"].name, tags, resume_run_id=resume_id):
+        if tracker.run_id and tracker.run_id != "local":
+            hint = "" if job["unlabelled"] is not None else f" (if interrupted: resume={tracker.run_id})"
+            log.info("MLflow run %s%s", tracker.run_id, hint)
+        if job["unlabelled"] is not None:
+            job = self_train(cfg, job, tracker)
         if not resume_id:
             _log_start(cfg, tracker, job)
-        if tracker.run_id and tracker.run_id != "local":
-            log.info("MLflow run %s (if interrupted: resume=%s)", tracker.run_id, tracker.run_id)
         checkpoint = {"resume_from": resume_from}
         if cfg["trainer"]["checkpoint"]:
             checkpoint.update(checkpoint_dir=out_dir / "checkpoint",

@@ -1,0 +1,78 @@
+"""Self-training (``self_train``): a teacher's confident predictions on unlabelled reviews join
+the training split, and the network trains again on both."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import QUICK, list_runs, run_cli
+from xfer.config import compose_config
+from xfer.errors import ConfigError
+from xfer.jobs import run_task
+from xfer.jobs.train import base_fingerprint
+from xfer.schema import validate
+from xfer.selftrain import pseudo_labelled
+from xfer.tracking import make_tracker
+
+
+def test_pseudo_labels_keep_the_confident_reviews_with_the_teachers_decision():
+    texts = ["a", "b", "c", "d", "e"]
+    p = np.array([0.95, 0.5, 0.02, 0.89, 0.91])
+    out = pseudo_labelled(texts, p, threshold=0.9)
+    assert out["text"].tolist() == ["a", "c", "e"] and out["label"].tolist() == [1, 0, 1]
+    np.testing.assert_allclose(out["confidence"], [0.95, 0.98, 0.91])
+    # max_rows keeps the surest, still in input order
+    assert pseudo_labelled(texts, p, threshold=0.9, max_rows=2)["text"].tolist() == ["a", "c"]
+    assert pseudo_labelled(texts, p, threshold=0.99).empty
+    with pytest.raises(ValueError, match="5 texts but 2 probabilities"):
+        pseudo_labelled(texts, p[:2], threshold=0.9)
+
+
+def test_threshold_must_be_above_one_half_and_only_a_base_self_trains():
+    with pytest.raises(ConfigError, match=r"self_train.threshold: .*> 0.5"):
+        validate(compose_config([*QUICK, "self_train.threshold=0.5"]))
+    with pytest.raises(ConfigError, match=r"self_train.files: a transfer job does not self-train"):
+        validate(compose_config(["+experiment=hotel_transfer", "self_train=imdb_unsup"]))
+    cfg = validate(compose_config(["+experiment=hotel_transfer", "self_train@base.self_train=imdb_unsup"]))
+    assert cfg["base"]["self_train"]["files"][0].endswith("unsup.csv.gz")
+
+
+def _unlabelled(tmp_path, n=120):
+    from conftest import need_data
+
+    need_data("imdb/train.csv.gz", "imdb/test.csv.gz", "imdb/unsup.csv.gz")
+    from xfer.data import data_dir
+
+    path = tmp_path / "unlabelled.csv"
+    pd.read_csv(data_dir() / "imdb" / "unsup.csv.gz", nrows=n)[["text"]].to_csv(path, index=False)
+    return path
+
+
+def test_a_self_trained_network_learns_from_the_teachers_pseudo_labels(tmp_path):
+    unlabelled = _unlabelled(tmp_path)
+    store = [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
+    over = [*QUICK, f"self_train.files=[{unlabelled}]", "self_train.threshold=0.51", *store]
+    cfg = validate(compose_config(over))
+    plain = validate(compose_config([*QUICK, *store]))
+    assert base_fingerprint(cfg) != base_fingerprint(plain)  # self-training is part of the network's identity
+    assert base_fingerprint(plain) == base_fingerprint(validate(compose_config([*QUICK, "self_train=none", *store])))
+    result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
+    meta = result["loaded"].meta["self_train"]
+    assert meta["unlabelled"] == 120 and 0 < meta["pseudo_labelled"] <= 120
+    (run,) = list_runs(tmp_path)
+    m, params = run.data.metrics, run.data.params
+    assert m["pseudo_labelled"] == meta["pseudo_labelled"] and 0 < m["teacher_test_accuracy"] <= 1
+    assert "teacher_train_loss" in m and "train_loss" in m  # both networks' epochs, apart
+    # the student's training split is the teacher's plus the pseudo-labelled reviews
+    assert int(params["rows.train"]) == int(params["rows.teacher_train"]) + meta["pseudo_labelled"]
+    assert result["metrics"]["test_accuracy"] == pytest.approx(m["test_accuracy"])
+
+
+def test_self_training_cannot_resume_and_bad_files_are_one_line_errors(tmp_path):
+    unlabelled = _unlabelled(tmp_path, n=5)
+    cfg = validate(compose_config([*QUICK, f"self_train.files=[{unlabelled}]", "resume=0123456789abcdef"]))
+    with pytest.raises(ConfigError, match="resume: not available with self_train"):
+        run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
+    proc = run_cli(tmp_path, *QUICK, f"self_train.files=[{tmp_path / 'nope.csv'}]")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("nope.csv: file not found (set XFER_DATA_DIR or the data.files.* config)")
+    assert not list_runs(tmp_path)

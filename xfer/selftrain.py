@@ -1,0 +1,55 @@
+"""Self-training (``self_train`` config group): pseudo-labels for unlabelled reviews.
+
+A teacher network trained on the labelled reviews scores unlabelled ones; the reviews it is sure
+of (``p >= threshold`` or ``p <= 1 - threshold``) become training rows labelled with its decision,
+and the network is trained again on the labelled and the pseudo-labelled rows together. This
+module only selects the rows; ``xfer.jobs.train`` runs teacher and student. No MLflow here.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data import read_csv, sha256_file
+from .errors import DataError
+
+
+def enabled(scfg: Mapping) -> bool:
+    return bool(scfg.get("files"))
+
+
+def unlabelled_texts(scfg: Mapping) -> list[str]:
+    """The non-empty texts of ``self_train.files``, in file order."""
+    texts: list[str] = []
+    for f in scfg["files"]:
+        frame = read_csv(f, [scfg["text_column"]])
+        texts += [t for t in frame[scfg["text_column"]].tolist() if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise DataError(f"self_train.files: no text in column {scfg['text_column']!r} of {', '.join(map(str, scfg['files']))}")
+    return texts
+
+
+def pseudo_labelled(texts: Sequence[str], proba: np.ndarray, threshold: float,
+                    max_rows: int | None = None) -> pd.DataFrame:
+    """The reviews the teacher is sure of: ``text``, ``label`` (1 if p >= 0.5) and ``confidence``
+    (max(p, 1 - p)); with ``max_rows`` the surest ones (ties in input order), in input order."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if len(proba) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(proba)} probabilities")
+    confidence = np.maximum(proba, 1.0 - proba)
+    keep = np.flatnonzero(confidence >= threshold)
+    if max_rows is not None and len(keep) > max_rows:
+        keep = np.sort(keep[np.argsort(-confidence[keep], kind="stable")[:max_rows]])
+    return pd.DataFrame({"text": [texts[i] for i in keep], "label": (proba[keep] >= 0.5).astype(int),
+                         "confidence": confidence[keep]})
+
+
+def fingerprint_part(scfg: Mapping) -> dict:
+    """What self-training adds to a network's fingerprint (nothing when off, so other networks
+    keep theirs): its settings and the unlabelled files by content."""
+    if not enabled(scfg):
+        return {}
+    return {"self_train": {"files": [sha256_file(f) for f in scfg["files"]], "text_column": scfg["text_column"],
+                           "threshold": scfg["threshold"], "max_rows": scfg["max_rows"]}}
