@@ -49,7 +49,19 @@ def run_one(enc: str, seed: int, extra: list[str]) -> dict:
             **{k: v for k, v in m.items() if "_branch_" in k},
             "examples_per_second": max(h["examples_per_second"] for h in result["history"]),
             **{k: v for k, v in result["pretrain"].get("metrics", {}).items()},
-            **({"pretrain_coverage": result["pretrain"]["coverage"]} if result["pretrain"] else {}), "config": cfg}
+            **({"pretrain_coverage": result["pretrain"]["coverage"]} if result["pretrain"] else {}),
+            **self_training(result["loaded"].meta.get("self_train"), m), "config": cfg}
+
+
+def self_training(meta: dict | None, metrics: dict) -> dict:
+    """A self-trained network's teacher figures, and both networks' training time together."""
+    if not meta:
+        return {}
+    teacher = meta["teacher"]
+    return {"pseudo_labelled": meta["pseudo_labelled"], "unlabelled": meta["unlabelled"],
+            "teacher_test_accuracy": teacher["test_accuracy"], "teacher_test_roc_auc": teacher["test_roc_auc"],
+            "teacher_train_seconds": teacher["train_seconds"],
+            "supervised_seconds": teacher["train_seconds"] + metrics["train_seconds"]}
 
 
 def main() -> None:
@@ -71,6 +83,9 @@ def main() -> None:
         summary[enc] = {"seeds": len(acc), "test_accuracy_mean": statistics.mean(acc),
                         "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
                         "train_seconds_max": max(r["train_seconds"] for r in runs if r["encoder"] == enc)}
+        supervised = [r["supervised_seconds"] for r in runs if r["encoder"] == enc and "supervised_seconds" in r]
+        if supervised:  # self-training: teacher + network
+            summary[enc]["supervised_seconds_max"] = max(supervised)
     record = {**prov, "data": "IMDB official split: 22,500 train / 2,500 validation (seeded) / 25,000 test",
               "summary": summary, "runs": runs}
     # the data root of this machine becomes $XFER_DATA_DIR, as configs spell it

@@ -209,7 +209,8 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     student = _prepare({**cfg, "self_train": {**scfg, "files": []}}, student_ds)
     student.update(vectors=vectors, fp=base_fingerprint(cfg, ds.checksum),
                    self_train={"pseudo_labelled": len(pseudo), "unlabelled": len(texts),
-                               "teacher": {k: v for k, v in teacher.items() if k.startswith("test_")}})
+                               "teacher": {k: v for k, v in teacher.items()
+                                           if k.startswith("test_") or k == "train_seconds"}})
     init_embedding(cfg, student, tracker)
     return student
 
