@@ -459,7 +459,8 @@ def memory_table() -> str:
                     f"{'yes' if c['peak_rss_mb'] <= r['target_mb'] else '**no**'} | {c['wall_seconds']:.0f} |")
     profiles = []
     for study, name in (("memory_profile", "imdb_base"), ("memory_profile_pretrained", "imdb_base_pretrained"),
-                        ("memory_profile_adapted", "hotel_transfer_adapted")):
+                        ("memory_profile_adapted", "hotel_transfer_adapted"),
+                        ("memory_profile_selftrain", "imdb_base_selftrain")):
         if recorded(f"memory_profile_{name}"):
             p = load(f"memory_profile_{name}")
             profiles.append(f"`{' '.join(p['overrides'])}` in-process {p['peak_rss_mb']:,} MB {source(study, p)}")
