@@ -225,6 +225,7 @@ def release_memory() -> None:
     from . import glibc
 
     gc.collect()
+    mx.nd.waitall()  # arrays are freed by MXNet's engine: let it finish before trimming the heap
     libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -185,8 +185,9 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     fitted again, a freshly initialised network with the same pretrained vectors."""
     scfg, trainer = cfg["self_train"], cfg["trainer"]
     log.info("self-training: the teacher trains on the %d labelled reviews", len(job["ds"].train))
-    teacher, _ = fit_and_test(job["net"], job["splits"], trainer, cfg["optimizer"], cfg["seed"],
-                              _Prefixed(tracker, "teacher_"))
+    # only the metrics are kept: the fit result holds the teacher's best-epoch snapshot
+    teacher = fit_and_test(job["net"], job["splits"], trainer, cfg["optimizer"], cfg["seed"],
+                           _Prefixed(tracker, "teacher_"))[0]
     texts, ds = job["unlabelled"], job["ds"]
     proba = np.concatenate([
         predict_proba(job["net"], encode_frame(job["pre"], _text_frame(texts[i:i + PSEUDO_CHUNK], ds.categorical),
@@ -204,11 +205,13 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     extra = _text_frame(pseudo["text"].tolist(), ds.categorical).assign(label=pseudo["label"].to_numpy())
     student_ds = dataclasses.replace(ds, train=pd.concat([ds.train, extra], ignore_index=True))
     vectors = job["vectors"]
-    job.clear()  # the teacher's network and encoded splits
+    job.clear()  # the teacher's network and encoded splits, and the unlabelled texts
+    counts, checksum = {"pseudo_labelled": len(pseudo), "unlabelled": len(texts)}, ds.checksum
+    del texts, proba, extra, pseudo, ds
     release_memory()
     student = _prepare({**cfg, "self_train": {**scfg, "files": []}}, student_ds)
-    student.update(vectors=vectors, fp=base_fingerprint(cfg, ds.checksum),
-                   self_train={"pseudo_labelled": len(pseudo), "unlabelled": len(texts),
+    student.update(vectors=vectors, fp=base_fingerprint(cfg, checksum),
+                   self_train={**counts,
                                "teacher": {k: v for k, v in teacher.items()
                                            if k.startswith("test_") or k == "train_seconds"}})
     init_embedding(cfg, student, tracker)
