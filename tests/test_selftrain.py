@@ -32,6 +32,8 @@ def test_threshold_must_be_above_one_half_and_only_a_base_self_trains():
         validate(compose_config([*QUICK, "self_train.threshold=0.5"]))
     with pytest.raises(ConfigError, match=r"self_train.files: a transfer job does not self-train"):
         validate(compose_config(["+experiment=hotel_transfer", "self_train=imdb_unsup"]))
+    with pytest.raises(ConfigError, match=r"self_train.files: a transfer job does not self-train"):
+        validate(compose_config(["+experiment=hotel_transfer", "self_train=imdb_unsup", "base.run_id=0123abcd"]))
     cfg = validate(compose_config(["+experiment=hotel_transfer", "self_train@base.self_train=imdb_unsup"]))
     assert cfg["base"]["self_train"]["files"][0].endswith("unsup.csv.gz")
 

@@ -592,12 +592,12 @@ def validate(cfg: Mapping) -> dict:
         base = out["base"]
         if base is None or (base["data"] is None and not base["run_id"] and not base["path"]):
             raise ConfigError("base: a transfer job needs a base stage (base.data...) or base.run_id / base.path")
-    _check_data(out["data"], "data")
-    if out["task"] == "transfer" and out["base"]["data"] and not (out["base"]["run_id"] or out["base"]["path"]):
-        _check_data(out["base"]["data"], "base.data")
         if out["self_train"]["files"]:
             raise ConfigError("self_train.files: a transfer job does not self-train its target networks; "
                               "self-train the base with base.self_train (self_train@base.self_train=...)")
+    _check_data(out["data"], "data")
+    if out["task"] == "transfer" and out["base"]["data"] and not (out["base"]["run_id"] or out["base"]["path"]):
+        _check_data(out["base"]["data"], "base.data")
         where = weight_mismatch(out["model"], out["base"]["model"])
         if where:
             raise ConfigError(f"model.{where}: differs from base.model.{where}; the transferred network keeps the "

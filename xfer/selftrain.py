@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import read_csv, sha256_file
+from . import pretrain
+from .data import sha256_file
 from .errors import DataError
 
 
@@ -22,10 +23,7 @@ def enabled(scfg: Mapping) -> bool:
 
 def unlabelled_texts(scfg: Mapping) -> list[str]:
     """The non-empty texts of ``self_train.files``, in file order."""
-    texts: list[str] = []
-    for f in scfg["files"]:
-        frame = read_csv(f, [scfg["text_column"]])
-        texts += [t for t in frame[scfg["text_column"]].tolist() if isinstance(t, str) and t.strip()]
+    texts = [t for t in pretrain.unlabelled_texts(scfg, ()) if t.strip()]  # same keys: files, text_column
     if not texts:
         raise DataError(f"self_train.files: no text in column {scfg['text_column']!r} of {', '.join(map(str, scfg['files']))}")
     return texts

@@ -280,17 +280,18 @@ class TokenizedCorpus(SequenceABC):
     """
 
     def __init__(self, types, token_types: np.ndarray, offsets: np.ndarray, index=None):
-        self.parts = [(types, token_types, np.asarray(offsets, dtype=np.int64))]
-        self.index = index if index is not None else pd.RangeIndex(len(offsets) - 1)
+        self._set_parts([(types, token_types, np.asarray(offsets, dtype=np.int64))], index)
+
+    def _set_parts(self, parts: list, index) -> None:
+        self.parts = parts
+        #: the first text of each part, then the number of texts
+        self._starts = np.cumsum([0] + [len(offsets) - 1 for _, _, offsets in parts])
+        self.index = index if index is not None else pd.RangeIndex(int(self._starts[-1]))
         self._strings: list[list[str]] | None = None
         self._types = None
 
-    def _starts(self) -> np.ndarray:
-        """The first text of each part, and the number of texts."""
-        return np.cumsum([0] + [len(offsets) - 1 for _, _, offsets in self.parts])
-
     def __len__(self) -> int:
-        return int(self._starts()[-1])
+        return int(self._starts[-1])
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -302,7 +303,7 @@ class TokenizedCorpus(SequenceABC):
             raise IndexError(f"text {i} out of range for {len(self)} texts")
         if self._strings is None:
             self._strings = [types.to_pylist() for types, _, _ in self.parts]
-        starts = self._starts()
+        starts = self._starts
         k = int(np.searchsorted(starts, i, side="right")) - 1
         _, token_types, offsets = self.parts[k]
         strings, j = self._strings[k], i - starts[k]
@@ -315,9 +316,7 @@ class TokenizedCorpus(SequenceABC):
     def concat(cls, parts: Sequence["TokenizedCorpus"], index=None) -> "TokenizedCorpus":
         """One corpus holding the texts of ``parts`` in order (their parts side by side)."""
         out = cls.__new__(cls)
-        out.parts = [part for corpus in parts for part in corpus.parts]
-        out.index = index if index is not None else pd.RangeIndex(sum(len(p) for p in parts))
-        out._strings = out._types = None
+        out._set_parts([part for corpus in parts for part in corpus.parts], index)
         return out
 
     def tolist(self) -> list[list[str]]:

@@ -195,12 +195,14 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
                       ctx=context(trainer["ctx"]))
         for i in range(0, len(texts), PSEUDO_CHUNK)])
     pseudo = selftrain.pseudo_labelled(texts, proba, scfg["threshold"], scfg["max_rows"])
+    positive = float(pseudo["label"].mean()) if len(pseudo) else 0.0
+    # what the run and the bundle keep of the teacher
+    summary = {k: v for k, v in teacher.items() if k.startswith("test_") or k == "train_seconds"}
     log.info("self-training: the teacher (test_accuracy %.4f) labelled %d of %d unlabelled reviews "
              "(%.0f%% positive); the network trains again on %d reviews", teacher["test_accuracy"], len(pseudo),
-             len(texts), 100 * pseudo["label"].mean() if len(pseudo) else 0, len(ds.train) + len(pseudo))
-    tracker.log_metrics({**{f"teacher_{k}": v for k, v in teacher.items() if k.startswith("test_")},
-                         "teacher_train_seconds": teacher["train_seconds"], "pseudo_labelled": len(pseudo),
-                         "pseudo_positive_share": float(pseudo["label"].mean()) if len(pseudo) else 0.0})
+             len(texts), 100 * positive, len(ds.train) + len(pseudo))
+    tracker.log_metrics({**{f"teacher_{k}": v for k, v in summary.items()}, "pseudo_labelled": len(pseudo),
+                         "pseudo_positive_share": positive})
     tracker.log_params({"rows.teacher_train": len(ds.train), "rows.unlabelled": len(texts)})
     extra = _text_frame(pseudo["text"].tolist(), ds.categorical).assign(label=pseudo["label"].to_numpy())
     student_ds = dataclasses.replace(ds, train=pd.concat([ds.train, extra], ignore_index=True))
@@ -211,9 +213,7 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     release_memory()
     student = _prepare({**cfg, "self_train": {**scfg, "files": []}}, student_ds)
     student.update(vectors=vectors, fp=base_fingerprint(cfg, checksum),
-                   self_train={**counts,
-                               "teacher": {k: v for k, v in teacher.items()
-                                           if k.startswith("test_") or k == "train_seconds"}})
+                   self_train={**counts, "teacher": summary})
     init_embedding(cfg, student, tracker)
     return student
 
