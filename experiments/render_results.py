@@ -495,6 +495,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("hotel sample pretrained", hotel_sample_pretrained_table), ("learning curve", lambda: curve_table("learning_curve")),
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
+                       ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
                        ("team", team_table), ("pretrain bench", pretrain_bench_table),
                        ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
