@@ -78,3 +78,43 @@ def test_self_training_cannot_resume_and_bad_files_are_one_line_errors(tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith("nope.csv: file not found (set XFER_DATA_DIR or the data.files.* config)")
     assert not list_runs(tmp_path)
+
+
+def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
+    """transfer.self_train: the transfer's network pseudo-labels the training pool beyond the
+    labelled rows, and the base is transferred again on both (transfer_<schedule>_selftrained),
+    recorded under the labelled n_train beside the plain transfer."""
+    from conftest import need_data
+
+    from helpers import TRANSFER_QUICK
+
+    need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
+    over = [*TRANSFER_QUICK, "transfer.repeats=1", "transfer.tsne.enabled=false", "data.n_train=60",
+            "transfer.methods=[transfer,tfidf_lr]", "transfer.self_train=true", "transfer.self_train_threshold=0.55",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
+    cfg = validate(compose_config(over))
+    result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
+    records = {r["method"]: r for r in result["records"]}
+    assert list(records) == ["transfer_gradual", "transfer_gradual_selftrained", "tfidf_lr"]
+    assert {r["n_train"] for r in records.values()} == {60}
+    [teacher] = list_runs(tmp_path, "tags.method = 'transfer_gradual'")
+    [student] = list_runs(tmp_path, "tags.method = 'transfer_gradual_selftrained'")
+    unlabelled = teacher.data.metrics["self_train_unlabelled"]
+    assert unlabelled == 349 - 60  # the pool beyond the labelled rows, never validation or test
+    pseudo = student.data.metrics["pseudo_labelled"]
+    assert pseudo == teacher.data.metrics["self_train_pseudo_labelled"] and 0 < pseudo <= unlabelled
+    assert student.data.params["n_train"] == "60" and student.data.metrics["test_roc_auc"] > 0.5
+    assert int(student.data.params["rows.train"]) == 60 + pseudo
+
+
+def test_transfer_self_training_needs_the_transfer_method():
+    from helpers import TRANSFER_QUICK
+
+    from xfer.jobs.methods import methods_of
+
+    cfg = validate(compose_config([*TRANSFER_QUICK, "transfer.self_train=true", "transfer.adapt=true"]))
+    assert methods_of(cfg)[:3] == ["transfer", "transfer_adapted", "transfer_selftrained"]
+    cfg = validate(compose_config([*TRANSFER_QUICK, "transfer.self_train=true", "transfer.methods=[tfidf_lr]"]))
+    assert methods_of(cfg) == ["tfidf_lr"]
+    with pytest.raises(ConfigError, match=r"transfer.self_train_threshold: .*> 0.5"):
+        validate(compose_config([*TRANSFER_QUICK, "transfer.self_train_threshold=0.4"]))

@@ -397,6 +397,11 @@ class Transfer:
     adapt_epochs: int = key(5, "passes of the adaptation over the target text", ge=1)
     adapt_files: list = key([], "CSV files of extra unlabelled target text for the adaptation")
     adapt_text_column: str = key("text", "text column of transfer.adapt_files")
+    self_train: bool = key(False, "after the transfer, its network pseudo-labels the target's unlabelled text (the "
+                                  "training pool beyond the labelled rows, and transfer.adapt_files) and the base "
+                                  "is transferred again on both: adds transfer_<schedule>_selftrained")
+    self_train_threshold: float = key(0.9, "pseudo-label a review when the teacher's p >= this or <= 1 - this",
+                                      gt=0.5, lt=1)
     methods: list = key(list(METHODS), "methods compared (scratch_pretrained: scratch with the base's pretrained "
                                        "vectors; skipped when the base has none)", choices=METHODS)
     save_bundle: bool = key(True, "save (and log) the transferred network's bundle")

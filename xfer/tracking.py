@@ -37,7 +37,7 @@ COMPARISON_VIEW = "xfer-methods"
 #: while one slot is being copied leaves the other, complete, one (state.json is copied last)
 CHECKPOINT_SLOTS = ("checkpoint/a", "checkpoint/b")
 COMPARISON_VIEW_TAG = f"mlflow.sharedViewState.{COMPARISON_VIEW}"
-_METHOD_LABELS = [*(f"transfer_{s}{a}" for a in ("", "_adapted") for s in SCHEDULES if s != "scratch"),
+_METHOD_LABELS = [*(f"transfer_{s}{a}" for a in ("", "_adapted", "_selftrained") for s in SCHEDULES if s != "scratch"),
                   *(m for m in METHODS if m != "transfer")]
 COMPARISON_VIEW_STATE = {
     "searchFilter": "tags.method LIKE '%'",

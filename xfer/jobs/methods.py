@@ -8,6 +8,7 @@ reused, so a sweep over schedules computes each control once per (data, seed, n_
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import pandas as pd
+
+from .. import selftrain
 from ..bundle import DELTA, Bundle, fingerprint, save_bundle
 from ..data import Dataset, input_spec
 from ..features import layer_embeddings
@@ -31,7 +35,8 @@ from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
 from .stages import reuse_or_run
-from .train import data_settings, encode_splits, fit_and_test, label_names, learned_trainer, log_bundle, tidy_outputs
+from .train import (data_settings, encode_splits, fit_and_test, label_names, learned_trainer, log_bundle,
+                    pseudo_frame, score_texts, tidy_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +53,15 @@ class Split:
     #: the base's vectors adapted to this split's target text (transfer.adapt), made once
     adapted: WordVectors | None = None
     adapt_metrics: dict = field(default_factory=dict)
+    #: transfer.self_train: the target reviews the transfer's network is sure of (its teacher role)
+    pseudo: pd.DataFrame | None = None
+    #: rows of ds.train that are pseudo-labelled (the self-trained transfer's split)
+    pseudo_rows: int = 0
 
     @property
     def n_train(self) -> int:
-        return len(self.ds.train)
+        """Labelled training rows."""
+        return len(self.ds.train) - self.pseudo_rows
 
     def data_identity(self) -> dict:
         return {"data": data_settings(self.cfg["data"]), "checksum": self.ds.checksum, "seed": self.seed}
@@ -112,14 +122,47 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
                                  run, head_init=tcfg["head_init"])
     run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
                  "schedule.json")
+    if tcfg["self_train"] and not split.pseudo_rows and adapted == tcfg["adapt"]:
+        split.pseudo = _pseudo_label(split, net, pre, run)  # this network is the self-training teacher
     if tcfg["save_bundle"]:
-        _save(split, run, net, pre, vocab, metrics, sched)
+        name = f"transfer_{sched['name']}{'_adapted' if adapted else ''}{'_selftrained' if split.pseudo_rows else ''}"
+        _save(split, run, net, pre, vocab, metrics, sched, name)
     return metrics, (net, pre)
 
 
-def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, sched: dict) -> None:
+def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
+    """The target's unlabelled reviews (its training pool beyond the labelled rows, and
+    ``transfer.adapt_files``; never the validation or test split) that ``net`` is sure of."""
+    tcfg, labelled = split.cfg["transfer"], set(split.ds.train["text"])
+    texts = [t for t in split.ds.pool_text if t not in labelled] + unlabelled_texts(
+        {"files": tcfg["adapt_files"], "text_column": tcfg["adapt_text_column"]}, [])
+    texts = [t for t in texts if t.strip()]
+    proba = score_texts(net, pre, texts, split.ds.categorical, split.arch, split.cfg["trainer"])
+    pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"])
+    log.info("self-training: the transfer's network labelled %d of %d unlabelled target reviews",
+             len(pseudo), len(texts))
+    run.log_metrics({"self_train_unlabelled": len(texts), "self_train_pseudo_labelled": len(pseudo)})
+    return pseudo
+
+
+def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
+    """The base transferred again, on the labelled and the pseudo-labelled target reviews."""
+    if split.pseudo is None:
+        raise ConfigError("transfer.self_train: transfer_selftrained needs the transfer method in transfer.methods")
+    extra = pseudo_frame(split.pseudo, split.ds.categorical)
+    student = dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
+        [split.ds.train, extra], ignore_index=True)), pseudo=None, pseudo_rows=len(extra))
+    run.log_metrics({"pseudo_labelled": len(extra),
+                     "pseudo_positive_share": float(extra["label"].mean()) if len(extra) else 0.0})
+    run.log_params({"rows.train": len(student.ds.train)})
+    metrics, kept = _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
+    split.adapted, split.pseudo = student.adapted, None  # the adapted vectors made for the student, if any
+    return metrics, kept
+
+
+def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, sched: dict, name: str) -> None:
     cfg = split.cfg
-    path = save_bundle(split.out_dir / f"transfer_{sched['name']}-s{split.seed}" / "bundle", net, pre, split.arch,
+    path = save_bundle(split.out_dir / f"{name}-s{split.seed}" / "bundle", net, pre, split.arch,
                        vocab, label_names(cfg["data"]), max_len=cfg["trainer"]["max_len"],
                        truncate=cfg["trainer"]["truncate"],
                        meta={"base": split.base.meta.get("fingerprint"), "metrics": metrics, "seed": split.seed,
@@ -221,6 +264,7 @@ METHODS: dict[str, Method] = {
     "transfer": Method(_transfer, lambda s: f"transfer_{s.cfg['schedule']['name']}"),
     "transfer_adapted": Method(lambda split, run: _transfer(split, run, adapted=True),
                                lambda s: f"transfer_{s.cfg['schedule']['name']}_adapted"),
+    "transfer_selftrained": Method(_selftrained, lambda s: f"transfer_{s.cfg['schedule']['name']}_selftrained"),
     "scratch": Method(_scratch, lambda s: "scratch", _scratch_depends),
     "scratch_pretrained": Method(lambda split, run: _scratch(split, run, pretrained=True),
                                  lambda s: "scratch_pretrained",
@@ -243,6 +287,8 @@ def methods_of(cfg: Mapping, base: Bundle | None = None) -> list[str]:
         names = [n for n in names if n != "scratch_pretrained"]
     if cfg["transfer"]["adapt"] and "transfer" in names:  # the ablation: transfer with and without it
         names.insert(names.index("transfer") + 1, "transfer_adapted")
+    if cfg["transfer"]["self_train"] and "transfer" in names:  # after its teacher, the last transfer
+        names.insert(max(i for i, n in enumerate(names) if n.startswith("transfer")) + 1, "transfer_selftrained")
     return names
 
 

@@ -189,11 +189,7 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     teacher = fit_and_test(job["net"], job["splits"], trainer, cfg["optimizer"], cfg["seed"],
                            _Prefixed(tracker, "teacher_"))[0]
     texts, ds = job["unlabelled"], job["ds"]
-    proba = np.concatenate([
-        predict_proba(job["net"], encode_frame(job["pre"], _text_frame(texts[i:i + PSEUDO_CHUNK], ds.categorical),
-                                               cfg["model"], trainer["max_len"], trainer["truncate"]),
-                      ctx=context(trainer["ctx"]))
-        for i in range(0, len(texts), PSEUDO_CHUNK)])
+    proba = score_texts(job["net"], job["pre"], texts, ds.categorical, cfg["model"], trainer)
     pseudo = selftrain.pseudo_labelled(texts, proba, scfg["threshold"], scfg["max_rows"])
     positive = float(pseudo["label"].mean()) if len(pseudo) else 0.0
     # what the run and the bundle keep of the teacher
@@ -204,7 +200,7 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     tracker.log_metrics({**{f"teacher_{k}": v for k, v in summary.items()}, "pseudo_labelled": len(pseudo),
                          "pseudo_positive_share": positive})
     tracker.log_params({"rows.teacher_train": len(ds.train), "rows.unlabelled": len(texts)})
-    extra = _text_frame(pseudo["text"].tolist(), ds.categorical).assign(label=pseudo["label"].to_numpy())
+    extra = pseudo_frame(pseudo, ds.categorical)
     student_ds = dataclasses.replace(ds, train=pd.concat([ds.train, extra], ignore_index=True))
     vectors = job["vectors"]
     job.clear()  # the teacher's network and encoded splits, and the unlabelled texts
@@ -221,6 +217,20 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
 def _text_frame(texts, categorical) -> pd.DataFrame:
     """A standard frame of ``texts`` (categorical columns missing: the imputer fills them)."""
     return pd.DataFrame({"text": list(texts), **{c: np.nan for c in categorical}})
+
+
+def score_texts(net, pre, texts, categorical, model_cfg: Mapping, trainer_cfg: Mapping) -> np.ndarray:
+    """P(positive) of each raw text, encoded and scored ``PSEUDO_CHUNK`` texts at a time."""
+    return np.concatenate([np.zeros(0)] + [
+        predict_proba(net, encode_frame(pre, _text_frame(texts[i:i + PSEUDO_CHUNK], categorical), model_cfg,
+                                        trainer_cfg["max_len"], trainer_cfg["truncate"]),
+                      ctx=context(trainer_cfg["ctx"]))
+        for i in range(0, len(texts), PSEUDO_CHUNK)])
+
+
+def pseudo_frame(pseudo: pd.DataFrame, categorical) -> pd.DataFrame:
+    """Training rows of ``selftrain.pseudo_labelled``'s reviews: text, missing categories, label."""
+    return _text_frame(pseudo["text"].tolist(), categorical).assign(label=pseudo["label"].to_numpy())
 
 
 def _log_start(cfg: Mapping, tracker: NullTracker, job: Mapping) -> None:
