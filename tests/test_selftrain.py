@@ -38,6 +38,21 @@ def test_threshold_must_be_above_one_half_and_only_a_base_self_trains():
     assert cfg["base"]["self_train"]["files"][0].endswith("unsup.csv.gz")
 
 
+def test_a_transfer_jobs_base_stage_self_trains_as_imdb_base_does():
+    """`self_train@base.self_train=...` reaches the base a transfer job trains: the same config and
+    fingerprint as `+experiment=imdb_base self_train=...`, different from the plain base's."""
+    from conftest import need_data
+
+    from xfer.jobs.transfer import base_config
+
+    need_data("imdb/train.csv.gz", "imdb/test.csv.gz", "imdb/unsup.csv.gz")
+    base = base_config(validate(compose_config(["+experiment=hotel_transfer", "self_train@base.self_train=imdb_unsup"])))
+    assert base["self_train"]["files"][0].endswith("unsup.csv.gz")
+    alone = validate(compose_config(["+experiment=imdb_base", "self_train=imdb_unsup"]))
+    plain = base_config(validate(compose_config(["+experiment=hotel_transfer"])))
+    assert base_fingerprint(base) == base_fingerprint(alone) != base_fingerprint(plain)
+
+
 def _unlabelled(tmp_path, n=120):
     from conftest import need_data
 

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 def base_config(cfg: Mapping) -> dict:
     """The whole train-job config of a transfer job's base stage."""
     base = cfg["base"]
-    stage = {k: base[k] for k in ("seed", "data", "transforms", "pretrain", "model", "optimizer", "trainer")}
+    stage = {k: base[k] for k in ("seed", "data", "transforms", "pretrain", "self_train", "model", "optimizer",
+                                  "trainer")}
     run_name = f"{base['data']['name']}-base-{base['model']['name']}"
     return validate({"task": "train", **stage, "tracking": {**cfg["tracking"], "run_name": run_name}})
 
