@@ -338,6 +338,12 @@ def hotel_sample_selftrain_table() -> str:
     return hotel_sample_table("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")
 
 
+def hotel_sample_text_only_table() -> str:
+    if not recorded("hotel_transfer_sample_text_only"):
+        return not_yet("hotel_sample_text_only")
+    return hotel_sample_table("hotel_transfer_sample_text_only", "hotel_sample_text_only")
+
+
 def hotel_sample_table(name: str = "hotel_transfer_sample", study: str = "hotel_sample") -> str:
     r = load(name)
     rows = [f"| {x['method']} | {x['test_roc_auc']:.4f} | {x['test_roc_auc_std']:.4f} | {x['test_accuracy']:.4f} | "
@@ -514,7 +520,8 @@ def blocks() -> list[tuple[Path, str, str, str]]:
            (page, *markers("serving table"), serving_table())]
     for name, make in [("pretrained", pretrained_table), ("selftrain", selftrain_table), ("encoders", encoders_table), ("hotel sample", hotel_sample_table),
                        ("hotel sample pretrained", hotel_sample_pretrained_table),
-                       ("hotel sample selftrain", hotel_sample_selftrain_table), ("learning curve", lambda: curve_table("learning_curve")),
+                       ("hotel sample selftrain", hotel_sample_selftrain_table),
+                       ("hotel sample text only", hotel_sample_text_only_table), ("learning curve", lambda: curve_table("learning_curve")),
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),

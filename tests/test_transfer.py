@@ -250,6 +250,11 @@ def test_transfer_job_reuses_its_base_and_the_controls_in_process(tmp_path):
             assert again[r["method"]]["test_roc_auc"] == pytest.approx(r["test_roc_auc"], abs=1e-12)
     third = job("schedule=frozen", "heads.tfidf_lr.C=1.0")
     assert {r["method"] for r in third["records"] if r["reused"]} == {"scratch", "catboost_embeddings"}
+    # CatBoost on the embeddings alone, without the sample's Browser_Used / Device_Used columns
+    fourth = job("schedule=frozen", "heads.tfidf_lr.C=1.0", "heads.catboost.categorical=false",
+                 "transfer.methods=[catboost_embeddings]")
+    [alone] = fourth["records"]
+    assert not alone["reused"] and alone["test_roc_auc"] != pytest.approx(again["catboost_embeddings"]["test_roc_auc"])
     # every run shows its data in MLflow's Dataset column and its code in Source / git commit;
     # the comparison children carry the tags the runs table groups by
     import mlflow
@@ -263,3 +268,6 @@ def test_transfer_job_reuses_its_base_and_the_controls_in_process(tmp_path):
         assert {"xfer.method", "xfer.n_train", "xfer.seed", "xfer.data"} <= set(run.data.tags)
     base = client.get_run(first["base"]["run_id"])
     assert {d.tags[0].value for d in base.inputs.dataset_inputs} == {"training", "validation", "test"}
+    with_columns = next(r for r in first["records"] if r["method"] == "catboost_embeddings")
+    assert client.get_run(with_columns["run_id"]).data.params["categorical"] == "Browser_Used,Device_Used"
+    assert client.get_run(alone["run_id"]).data.params.get("categorical", "") == ""

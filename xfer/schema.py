@@ -274,6 +274,8 @@ class CatBoostHead:
     learning_rate: Optional[float] = key(None, "null: CatBoost picks one", gt=0)
     od_wait: int = key(50, "early-stopping patience on the validation split", ge=1)
     thread_count: int = key(2, "CatBoost threads", ge=1)
+    categorical: bool = key(True, "also the data's categorical columns (CatBoost's own encoding); false: the "
+                                  "embeddings alone, the inputs the networks and TF-IDF + LR see")
 
 
 @dataclass(kw_only=True)

@@ -243,9 +243,10 @@ def _catboost(split: Split, run: NullTracker) -> tuple[dict, Any]:
     hcfg = split.cfg["heads"]["catboost"]
     feats = {k: layer_embeddings(split.base.net, split.base.sequences(f), hcfg["layer"])
              for k, f in split.ds.splits().items()}
+    categorical = list(split.ds.categorical) if hcfg["categorical"] else []
     run.log_params({**flatten({"head": hcfg}), "n_train": split.n_train, "seed": split.seed,
-                    "categorical": ",".join(split.ds.categorical)})
-    return catboost_embeddings(feats, split.ds.splits(), split.ds.categorical, hcfg, split.seed), None
+                    "categorical": ",".join(categorical)})
+    return catboost_embeddings(feats, split.ds.splits(), categorical, hcfg, split.seed), None
 
 
 def _tfidf_lr(split: Split, run: NullTracker) -> tuple[dict, Any]:
