@@ -119,31 +119,32 @@ def hotel_delhi() -> str:
             f"base `{r['records'][0]['base']}` {source('learning_curve', r)}:\n\n" + "\n".join(lines))
 
 
-def delhi_pretrained() -> str:
-    if not recorded("hotel_delhi_pretrained"):
-        return f"- hotel_delhi with a pretrained base: {not_yet('hotel_delhi_pretrained')}"
-    r = load("hotel_delhi_pretrained")
+def delhi_line(study: str, missing: str, columns: list[tuple[str, str]], what: str, targets: bool = False) -> str:
+    """One results bullet of a hotel_delhi study: mean test ROC-AUC of ``columns`` (method, label) per n_train."""
+    if not recorded(study):
+        return f"- {missing}: {not_yet(study)}"
+    r = load(study)
     means = curve_means(r)
-    parts = ", ".join(f"{n}: {row.get('transfer_gradual_adapted', float('nan')):.3f} adapted / "
-                      f"{row.get('transfer_gradual', float('nan')):.3f} not" for n, row in means.iterrows())
-    return (f"- hotel_delhi from an IMDB base with pretrained vectors (`pretrain@base.pretrain=imdb_skipgram`), "
-            f"with domain adaptation to the target's unlabelled reviews and without (`transfer.adapt`), mean test "
-            f"ROC-AUC per n_train: {parts} {source('hotel_delhi_pretrained', r)}.")
+    parts = ", ".join(f"{n}: " + " / ".join(f"{row.get(m, float('nan')):.3f} {label}" for m, label in columns)
+                      for n, row in means.iterrows())
+    verdict = f"; {delhi_targets(means)}" if targets else ""
+    return f"- {what}, mean test ROC-AUC per n_train: {parts}{verdict} {source(study, r)}."
+
+
+def delhi_pretrained() -> str:
+    return delhi_line("hotel_delhi_pretrained", "hotel_delhi with a pretrained base",
+                      [("transfer_gradual_adapted", "adapted"), ("transfer_gradual", "not")],
+                      "hotel_delhi from an IMDB base with pretrained vectors (`pretrain@base.pretrain=imdb_skipgram`), "
+                      "with domain adaptation to the target's unlabelled reviews and without (`transfer.adapt`)")
 
 
 def delhi_selftrain() -> str:
-    if not recorded("hotel_delhi_selftrain"):
-        return f"- hotel_delhi with unlabelled text at both ends: {not_yet('hotel_delhi_selftrain')}"
-    r = load("hotel_delhi_selftrain")
-    means = curve_means(r)
-    parts = ", ".join(f"{n}: {row.get('transfer_gradual_selftrained', float('nan')):.3f} self-trained / "
-                      f"{row.get('transfer_gradual_adapted', float('nan')):.3f} adapted / "
-                      f"{row.get('scratch', float('nan')):.3f} scratch / {row.get('tfidf_lr', float('nan')):.3f} "
-                      f"TF-IDF + LR" for n, row in means.iterrows())
-    return (f"- hotel_delhi from the self-trained IMDB base (`self_train@base.self_train=imdb_unsup`, pretrained "
-            f"vectors, adaptation on), self-training on the target's unlabelled training reviews "
-            f"(`transfer.self_train=true`) and without, mean test ROC-AUC per n_train: {parts}; "
-            f"{delhi_targets(means)} {source('hotel_delhi_selftrain', r)}.")
+    return delhi_line("hotel_delhi_selftrain", "hotel_delhi with unlabelled text at both ends",
+                      [("transfer_gradual_selftrained", "self-trained"), ("transfer_gradual_adapted", "adapted"),
+                       ("scratch", "scratch"), ("tfidf_lr", "TF-IDF + LR")],
+                      "hotel_delhi from the self-trained IMDB base (`self_train@base.self_train=imdb_unsup`, pretrained "
+                      "vectors, adaptation on), self-training on the target's unlabelled training reviews "
+                      "(`transfer.self_train=true`) and without", targets=True)
 
 
 def serving() -> str:
