@@ -9,6 +9,7 @@ reused, so a sweep over schedules computes each control once per (data, seed, n_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import tempfile
@@ -62,6 +63,12 @@ class Split:
     def n_train(self) -> int:
         """Labelled training rows."""
         return len(self.ds.train) - self.pseudo_rows
+
+    @functools.cached_property
+    def extra_texts(self) -> list[str]:
+        """The target's extra unlabelled text (``transfer.adapt_files``), read once per split."""
+        tcfg = self.cfg["transfer"]
+        return unlabelled_texts({"files": tcfg["adapt_files"], "text_column": tcfg["adapt_text_column"]}, [])
 
     def data_identity(self) -> dict:
         return {"data": data_settings(self.cfg["data"]), "checksum": self.ds.checksum, "seed": self.seed}
@@ -125,7 +132,8 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
     if tcfg["self_train"] and not split.pseudo_rows and adapted == tcfg["adapt"]:
         split.pseudo = _pseudo_label(split, net, pre, run)  # this network is the self-training teacher
     if tcfg["save_bundle"]:
-        name = f"transfer_{sched['name']}{'_adapted' if adapted else ''}{'_selftrained' if split.pseudo_rows else ''}"
+        # the method's label (METHODS), so no two transfers of a split share a directory
+        name = f"transfer_{sched['name']}{'_selftrained' if split.pseudo_rows else '_adapted' if adapted else ''}"
         _save(split, run, net, pre, vocab, metrics, sched, name)
     return metrics, (net, pre)
 
@@ -134,9 +142,8 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
     """The target's unlabelled reviews (its training pool beyond the labelled rows, and
     ``transfer.adapt_files``; never the validation or test split) that ``net`` is sure of."""
     tcfg, labelled = split.cfg["transfer"], set(split.ds.train["text"])
-    texts = [t for t in split.ds.pool_text if t not in labelled] + unlabelled_texts(
-        {"files": tcfg["adapt_files"], "text_column": tcfg["adapt_text_column"]}, [])
-    texts = [t for t in texts if t.strip()]
+    pool = [t for t in split.ds.pool_text if t not in labelled]
+    texts = [t for t in pool + split.extra_texts if t.strip()]
     proba = score_texts(net, pre, texts, split.ds.categorical, split.arch, split.cfg["trainer"])
     pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"])
     log.info("self-training: the transfer's network labelled %d of %d unlabelled target reviews",
@@ -155,9 +162,8 @@ def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
     run.log_metrics({"pseudo_labelled": len(extra),
                      "pseudo_positive_share": float(extra["label"].mean()) if len(extra) else 0.0})
     run.log_params({"rows.train": len(student.ds.train)})
-    metrics, kept = _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
-    split.adapted, split.pseudo = student.adapted, None  # the adapted vectors made for the student, if any
-    return metrics, kept
+    split.pseudo = None
+    return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
 
 
 def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, sched: dict, name: str) -> None:
@@ -229,8 +235,7 @@ def _adapted_vectors(split: Split, run: NullTracker) -> WordVectors:
     text (the training pool and ``transfer.adapt_files``, never the test split); once per split."""
     if split.adapted is None:
         tcfg = split.cfg["transfer"]
-        texts = list(split.ds.pool_text) + unlabelled_texts(
-            {"files": tcfg["adapt_files"], "text_column": tcfg["adapt_text_column"]}, [])
+        texts = [*split.ds.pool_text, *split.extra_texts]
         pcfg = base_pretrain(split.base).get("config") or {"method": None}
         split.adapted, split.adapt_metrics = adapt_vectors(_base_vectors(split, run), pcfg, split.base.preprocessor,
                                                            texts, tcfg["adapt_epochs"], split.seed,
