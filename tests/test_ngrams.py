@@ -240,3 +240,71 @@ def test_predictions_do_not_depend_on_batching():
     one_by_one = np.vstack([predict_logits(net, [s]) for s in x[:20]])
     np.testing.assert_allclose(by_tokens, by_rows, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(by_tokens[:20], one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_categorical_values_join_the_bag_as_their_own_features():
+    import pandas as pd
+
+    from xfer.models import bag_buckets, category_keys
+
+    frame = pd.DataFrame({"text": ["a b c"] * 4, "Browser": ["Chrome", "Firefox", "Chrome", None],
+                          "Device": ["Mobile"] * 4})
+    keys = category_keys(frame, ["Browser", "Device"])
+    assert [len(k) for k in keys] == [2] * 4
+    assert keys[0].tolist() == keys[2].tolist() and keys[0][0] != keys[1][0] and keys[0][1] == keys[1][1]
+    assert len({k[0] for k in keys}) == 3  # a missing value is a value of its own
+    # the column name is part of the feature: the same value in another column is another key
+    swapped = category_keys(pd.DataFrame({"Browser": ["Mobile"], "Device": ["Mobile"]}), ["Browser", "Device"])[0]
+    assert swapped[0] != swapped[1]
+    assert category_keys(frame[["text"]], ["Browser"])[0].size == 0  # a column the frame lacks adds nothing
+    ids = np.array([5, 6, 7], dtype=np.int32)
+    plain, with_cat = ngram_bag(ids, BUCKETS, 3), ngram_bag(ids, BUCKETS, 3, keys[0])
+    assert set(plain) < set(with_cat) and set(with_cat) - set(plain) <= set(bag_buckets(keys[0], BUCKETS))
+    assert ngram_bag(ids, BUCKETS, 3, np.zeros(0, dtype=np.uint64)).tolist() == plain.tolist()
+
+
+def test_encode_frame_reads_the_columns_the_architecture_names(imdb_slice):
+    import pandas as pd
+
+    from xfer.models import bag_buckets, category_keys, with_categorical
+
+    frame = pd.DataFrame({"text": imdb_slice["text"].head(6), "Device": ["Mobile", "Desktop"] * 3})
+    pre = fit_preprocessor(build_preprocessor({}), frame)
+    arch = with_categorical(MODEL, ["Device"])
+    assert arch["ngrams"]["categorical"] == ["Device"]
+    assert with_categorical({**MODEL, "ngrams": {**MODEL["ngrams"], "categorical": []}}, ["Device"])["ngrams"][
+        "categorical"] == []
+    with pytest.raises(ConfigError, match=r"model.ngrams.categorical: 'Browser' not among"):
+        with_categorical({**MODEL, "ngrams": {**MODEL["ngrams"], "categorical": ["Browser"]}}, ["Device"])
+    mobile = set(bag_buckets(category_keys(frame.head(1), ["Device"])[0], BUCKETS))
+    with_cat, text_only = bags_of(encode_frame(pre, frame, arch)), bags_of(encode_frame(pre, frame, MODEL))
+    assert mobile <= set(with_cat[0]) and mobile <= set(with_cat[2]) and not mobile & set(with_cat[1]) - set(text_only[1])
+    assert all(set(t) <= set(c) for t, c in zip(text_only, with_cat))
+
+
+def test_a_transferred_branch_learns_the_targets_categorical_values(imdb_slice):
+    import pandas as pd
+
+    from xfer.models import bag_buckets, category_keys, with_categorical
+    from xfer.surgery import fit_category_features
+
+    frame = imdb_slice.iloc[280:320].assign(label=lambda f: f["label"].eq("pos").astype(int))  # both classes
+    frame["Device"] = np.where(frame["label"] == 1, "Mobile", "Desktop")
+    pre = fit_preprocessor(build_preprocessor({}), frame)
+    model = {**MODEL, "ngrams": {**MODEL["ngrams"], "buckets": 1 << 20}}  # no collisions with the reviews' n-grams
+    net = initialize(build_model(model, token_vocab(pre).vocabulary_size), 0)
+    base_seqs = encode_frame(pre, frame, model)
+    net.ngrams.fit_ratios(bags_of(base_seqs), frame["label"].to_numpy())  # the base's ratios (no columns)
+    before = net.ngrams.ratio.data().asnumpy().copy()
+    arch = with_categorical(model, ["Device"])
+    assert fit_category_features(net, base_seqs, frame["label"].to_numpy(), frame, model) == 0  # no columns
+    seqs = encode_frame(pre, frame, arch)
+    n = fit_category_features(net, seqs, frame["label"].to_numpy(), frame, arch)
+    cats = {v: bag_buckets(category_keys(pd.DataFrame({"Device": [v]}), ["Device"])[0], 1 << 20)
+            for v in ("Mobile", "Desktop")}
+    assert n == 2
+    after, weight = net.ngrams.ratio.data().asnumpy(), net.ngrams.weight.data().asnumpy()
+    assert after[cats["Mobile"], 0] > 2 and after[cats["Desktop"], 0] < -2  # all positives are Mobile
+    assert (weight[np.concatenate(list(cats.values())), 0] == 1).all()
+    changed = np.flatnonzero(after[:, 0] != before[:, 0])
+    assert set(changed) <= set(np.concatenate(list(cats.values())))

@@ -16,37 +16,41 @@ from mxnet import gluon
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
 from .errors import ConfigError
-from .models import bag_spec, featurize, ngram_bag, ngram_spec
+from .models import bag_spec, category_keys, featurize, ngram_bag, ngram_spec
 from .transforms import UNK_ID, apply_preprocessor, token_vocab
 
 
 # --------------------------------------------------------------------------- data
 def prepare_sequences(ids: Sequence[np.ndarray], max_len: int | None = None, vocab_size: int = 0,
                       bigram_buckets: int = 0, truncate: str = "head", ngrams: int = 2,
-                      unique: bool = False, bag: Mapping | None = None) -> list:
+                      unique: bool = False, bag: Mapping | None = None,
+                      extra: Sequence[np.ndarray] | None = None) -> list:
     """Truncate to ``max_len`` tokens, give empty reviews one ``<unk>``, add hashed n-gram ids.
 
     With ``bag`` (``models.bag_spec``) every review becomes a pair (ids, n-gram bag); the
-    bag is taken from the whole review, before truncation."""
+    bag is taken from the whole review, before truncation, and holds the review's ``extra``
+    keys (its categorical values, ``models.category_keys``)."""
     out = []
-    for seq in ids:
+    for i, seq in enumerate(ids):
         seq = full = np.asarray(seq, dtype=np.int32)
         if max_len and len(seq) > max_len:
             seq = seq[-max_len:] if truncate == "tail" else seq[:max_len]
         if len(seq) == 0:
             seq = full = np.array([UNK_ID], dtype=np.int32)
         seq = featurize(seq, vocab_size, bigram_buckets, ngrams, unique)
-        out.append((seq, ngram_bag(full, bag["buckets"], bag["n"])) if bag else seq)
+        out.append((seq, ngram_bag(full, bag["buckets"], bag["n"], extra[i] if extra else None)) if bag else seq)
     return out
 
 
 def encode_frame(pre, frame, arch: Mapping, max_len: int | None = None, truncate: str = "head") -> list:
     """Raw frame -> the inputs that the network ``arch`` reads, one per review: an id
-    array, or (ids, n-gram bag) for a network with an ``ngrams`` branch."""
+    array, or (ids, n-gram bag) for a network with an ``ngrams`` branch (whose bag also holds
+    the frame's values of the branch's categorical columns)."""
     ids, _ = apply_preprocessor(pre, frame)
-    spec = ngram_spec(arch)
+    spec, bag = ngram_spec(arch), bag_spec(arch)
+    extra = category_keys(frame, bag["columns"]) if bag and bag["columns"] else None
     return prepare_sequences(ids, max_len, token_vocab(pre).vocabulary_size, spec["buckets"], truncate,
-                             spec["ngrams"], spec["unique"], bag=bag_spec(arch))
+                             spec["ngrams"], spec["unique"], bag=bag, extra=extra)
 
 
 def bags_of(seqs: Sequence) -> list[np.ndarray] | None:

@@ -1,6 +1,7 @@
 """Comparison heads (``conf/head/*.yaml``): classic models that the transfer must beat.
 
-- ``tfidf_lr``: TF-IDF of word 1-2 grams + logistic regression on the raw text.
+- ``tfidf_lr``: TF-IDF of word 1-2 grams + logistic regression on the raw text (optionally with
+  the dataset's categorical columns, one-hot encoded).
 - ``catboost``: CatBoost on embeddings extracted from a named layer of a network, with the
   dataset's categorical columns (e.g. Browser_Used, Device_Used) as CatBoost categorical
   features.
@@ -10,7 +11,7 @@ Each returns the same ``test_*`` metrics as the neural runs plus ``train_seconds
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,22 +25,33 @@ def _prefixed(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
 
 
-def tfidf_lr(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, cfg: Mapping, seed: int = 0) -> dict:
+def tfidf_lr(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, cfg: Mapping, seed: int = 0,
+             categorical: Sequence[str] = ()) -> dict:
+    """TF-IDF of the text + logistic regression; with ``cfg.categorical``, ``categorical``
+    columns one-hot encoded beside it (a ColumnTransformer; unseen values are all zeros)."""
+    from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
 
     cfg = section("heads", {"tfidf_lr": cfg})["tfidf_lr"]
+    columns = list(categorical) if cfg["categorical"] else []
     t0 = time.perf_counter()
+    tfidf = TfidfVectorizer(ngram_range=tuple(cfg["ngram_range"]), min_df=cfg["min_df"],
+                            sublinear_tf=cfg["sublinear_tf"], strip_accents="unicode")
     model = make_pipeline(
-        TfidfVectorizer(ngram_range=tuple(cfg["ngram_range"]), min_df=cfg["min_df"], sublinear_tf=cfg["sublinear_tf"],
-                        strip_accents="unicode"),
+        ColumnTransformer([("text", tfidf, "text"), ("categorical", OneHotEncoder(handle_unknown="ignore"), columns)]),
         LogisticRegression(C=cfg["C"], max_iter=2000, random_state=seed))
-    model.fit(train["text"].fillna(""), train["label"])
+
+    def inputs(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[["text", *columns]].fillna({"text": "", **{c: "<missing>" for c in columns}}).astype(str)
+
+    model.fit(inputs(train), train["label"])
     seconds = time.perf_counter() - t0
     out = {"train_seconds": seconds}
     for name, frame in (("val", val), ("test", test)):
-        p = model.predict_proba(frame["text"].fillna(""))[:, 1]
+        p = model.predict_proba(inputs(frame))[:, 1]
         out.update(_prefixed(classification_metrics(frame["label"], p), name))
     return out
 

@@ -225,11 +225,13 @@ class NgramBag(HybridBlock):
     def fitted(self) -> bool:
         return bool(mx.nd.abs(self.ratio.data()).max().asscalar() > 0)
 
-    def fit_ratios(self, bags: Sequence[np.ndarray], labels: np.ndarray, alpha: float = 1.0) -> None:
+    def fit_ratios(self, bags: Sequence[np.ndarray], labels: np.ndarray, alpha: float = 1.0,
+                   only: np.ndarray | None = None) -> None:
         """Set ``ratio`` to the smoothed log-count ratios of positive vs negative reviews
         (each n-gram counted once per review; ``alpha`` added to every bucket's count);
         n-grams never seen, and padding, get 0. Works on the seen buckets only, so its
-        memory does not grow with ``buckets`` beyond the one float32 result."""
+        memory does not grow with ``buckets`` beyond the one float32 result. With ``only``
+        (bucket indices) just those buckets change."""
         labels = np.asarray(labels).astype(int)
         size = self.buckets + 1
         counted = {}
@@ -248,6 +250,10 @@ class NgramBag(HybridBlock):
         r = np.zeros((size, 1), dtype=np.float32)
         r[seen, 0] = log_share(1) - log_share(0)
         r[0] = 0.0
+        if only is not None:
+            fitted, only = r, np.asarray(only, dtype=np.int64)
+            r = self.ratio.data().asnumpy()
+            r[only] = fitted[only]
         set_param(self.ratio, r)
 
     def fit_mix(self, branch_logits: np.ndarray, labels: np.ndarray, C: float = 1.0) -> np.ndarray | None:
@@ -366,9 +372,51 @@ def featurize(ids: np.ndarray, vocab_size: int, buckets: int, ngrams: int = 2, u
 
 
 def bag_spec(model_cfg: Mapping) -> dict | None:
-    """The n-gram branch's featurization (``model.ngrams``), or None without one."""
+    """The n-gram branch's featurization (``model.ngrams``), or None without one:
+    buckets, n and the categorical columns whose values join the bag (``columns``)."""
     cfg = section("model", model_cfg)["ngrams"]
-    return {"buckets": cfg["buckets"], "n": cfg["n"]} if cfg and cfg["buckets"] else None
+    if not (cfg and cfg["buckets"]):
+        return None
+    return {"buckets": cfg["buckets"], "n": cfg["n"], "columns": list(cfg["categorical"] or [])}
+
+
+def with_categorical(model_cfg: Mapping, columns: Sequence[str]) -> dict:
+    """The model config with ``ngrams.categorical`` resolved for a dataset whose categorical
+    columns are ``columns``: null (the default) becomes all of them; a list must name only
+    them. A network built from the result, and the bundle saving it, know their columns."""
+    cfg = section("model", model_cfg)
+    ngrams = cfg.get("ngrams")
+    if not ngrams:
+        return cfg
+    chosen = ngrams.get("categorical")
+    if chosen is None:
+        chosen = list(columns)
+    unknown = [c for c in chosen if c not in columns]
+    if unknown:
+        raise ConfigError(f"model.ngrams.categorical: {', '.join(map(repr, unknown))} not among the data's "
+                          f"categorical columns ({', '.join(columns) or 'none'})")
+    return {**cfg, "ngrams": {**ngrams, "categorical": list(chosen)}}
+
+
+def category_keys(frame, columns: Sequence[str]) -> list[np.ndarray]:
+    """Per row of ``frame``, one 64-bit key per categorical column: a hash of ``column=value``
+    (blake2b, the same in every process). A missing value is a value of its own; a column
+    the frame lacks adds no key (a bare list of texts scores as if its values were unknown)."""
+    import hashlib
+
+    present = [c for c in columns if c in frame.columns]
+    if not present:
+        return [np.zeros(0, dtype=np.uint64)] * len(frame)
+    cache: dict[str, int] = {}
+
+    def h(col: str, value) -> int:
+        text = f"{col}\x1f{'<missing>' if value is None or value != value else value}"
+        if text not in cache:
+            cache[text] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        return cache[text]
+
+    values = frame[present].to_numpy(dtype=object)
+    return [np.array([h(c, v) for c, v in zip(present, row)], dtype=np.uint64) for row in values]
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -383,11 +431,11 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3) -> np.ndarray:
-    """The distinct hashed 1..``n``-grams of one review's token ids, as sorted indices in
-    ``[1, buckets]`` (0 is padding). Hashes use the ids only (no Python ``hash``), so a
-    bag is the same in every process; ids kept when a vocabulary is extended keep their
-    n-grams' buckets."""
+def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3, extra: np.ndarray | None = None) -> np.ndarray:
+    """The distinct hashed 1..``n``-grams of one review's token ids (and ``extra`` 64-bit
+    keys: its ``category_keys``), as sorted indices in ``[1, buckets]`` (0 is padding).
+    Hashes use the ids only (no Python ``hash``), so a bag is the same in every process;
+    ids kept when a vocabulary is extended keep their n-grams' buckets."""
     ids = np.asarray(ids, dtype=np.int64)
     parts, h = [ids], ids
     for k in range(2, n + 1):
@@ -395,8 +443,14 @@ def ngram_bag(ids: np.ndarray, buckets: int, n: int = 3) -> np.ndarray:
             break
         h = (h[:-1] * BIGRAM_PRIME + ids[k - 1:]) % (1 << 61)
         parts.append(h * 8 + k)  # the order tells 2-grams from 3-grams with the same hash
-    keys = _mix64(np.concatenate(parts))
+    keys = _mix64(np.concatenate([p.astype(np.uint64) for p in parts]
+                                 + ([np.asarray(extra, dtype=np.uint64)] if extra is not None else [])))
     return (np.unique(keys % np.uint64(buckets)) + 1).astype(np.int32)
+
+
+def bag_buckets(keys: np.ndarray, buckets: int) -> np.ndarray:
+    """The bag indices of ``extra`` keys alone (as ``ngram_bag`` places them)."""
+    return (np.unique(_mix64(np.asarray(keys, dtype=np.uint64)) % np.uint64(buckets)) + 1).astype(np.int32)
 
 
 def _encoder(enc: Mapping, esize: int) -> HybridBlock:

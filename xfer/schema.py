@@ -185,6 +185,8 @@ class Ngrams:
     buckets: int = key(4194304, "hashed 1..n-gram buckets of the NBSVM branch (0: no branch)", ge=0)
     n: int = key(3, "longest n-gram", ge=1)
     lr_mult: float = key(2.5, "learning-rate multiplier of the branch", gt=0)
+    categorical: Optional[list] = key(None, "categorical columns whose values join the bag as column=value "
+                                            "features (null: all of the data's; []: none)")
 
 
 @dataclass(kw_only=True)
@@ -284,6 +286,8 @@ class TfidfLrHead:
     min_df: int = key(1, "minimum document frequency", ge=1)
     sublinear_tf: bool = key(True, "1 + log(tf)")
     C: float = key(10.0, "inverse regularisation strength", gt=0)
+    categorical: bool = key(False, "also the data's categorical columns, one-hot encoded (on the hotel sample "
+                                   "this lowers its ROC-AUC: experiments/README.md); false: the text alone")
 
 
 @dataclass(kw_only=True)
@@ -630,7 +634,8 @@ def _check_data(d: Mapping, path: str) -> None:
 
 #: model keys that hold no weights: a transfer job's model may set them differently from its base
 WEIGHTLESS = (("name",), ("embedding", "dropout"), ("embedding", "sparse_grad"), ("embedding", "init_scale"),
-              ("hidden", "dropout"), ("encoder", "dropout"), ("ngrams", "lr_mult"))
+              ("hidden", "dropout"), ("encoder", "dropout"), ("ngrams", "lr_mult"),
+              ("ngrams", "categorical"))
 
 
 def _strip(model: Mapping) -> dict:

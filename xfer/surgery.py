@@ -8,8 +8,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from .encode import bags_of
 from .features import layer_embeddings
-from .models import bigram_buckets, build_model, initialize, set_param
+from .models import bag_buckets, bag_spec, bigram_buckets, build_model, category_keys, initialize, set_param
 from .schema import WEIGHTLESS, section
 from .transforms import count_tokens, token_vocab, tokens_of
 
@@ -61,6 +62,24 @@ def transplant(base, vocab_size: int, hidden: str = "keep", seed: int = 0, ctx=N
             w = new
         set_param(p, w)
     return net
+
+
+def fit_category_features(net, seqs, labels, frame: pd.DataFrame, arch: Mapping) -> int:
+    """Give a transferred n-gram branch the target's categorical values (``model.ngrams.categorical``).
+
+    The base never saw them: their buckets hold the ratios and weights of whatever base
+    n-grams hash there. They get the target's naive-Bayes log-count ratios from the training
+    reviews and weight 1 (the naive-Bayes log-odds; training moves it). Returns how many
+    buckets were set (0 without an n-gram branch or categorical columns)."""
+    spec = bag_spec(arch)
+    if getattr(net, "ngrams", None) is None or not spec or not spec["columns"] or not len(frame):
+        return 0
+    only = bag_buckets(np.concatenate(category_keys(frame, spec["columns"])), spec["buckets"])
+    net.ngrams.fit_ratios(bags_of(seqs), labels, only=only)
+    weight = net.ngrams.weight.data().asnumpy()
+    weight[only] = 1.0
+    set_param(net.ngrams.weight, weight)
+    return len(only)
 
 
 def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:

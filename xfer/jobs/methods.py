@@ -31,7 +31,7 @@ from ..models import build_model, initialize
 from ..pretrain import (WordVectors, adapt_vectors, apply_adaptation, apply_vectors, read_vectors,
                         unlabelled_texts)
 from ..schema import Pretrain
-from ..surgery import extend_preprocessor, probe_init, transplant
+from ..surgery import extend_preprocessor, fit_category_features, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
@@ -89,6 +89,9 @@ def train_net(net, pre, split: Split, schedule, tracker: NullTracker, head_init:
     """Relearn ``net`` on the split with a freezing schedule; returns (metrics, trainable layers per epoch)."""
     cfg = split.cfg
     splits = encode_splits(pre, split.ds, split.arch, cfg["trainer"])
+    if getattr(net, "ngrams", None) is not None and net.ngrams.fitted():  # transferred: the base's ratios
+        tracker.log_metrics({"category_buckets": fit_category_features(net, *splits["train"], split.ds.train,
+                                                                       split.arch)})
     if head_init == "probe":
         tracker.log_metrics({"probe_train_accuracy": probe_init(net, *splits["train"], seed=split.seed)})
     set_lr_mult(net, schedule.lr_mults(net))
@@ -257,7 +260,7 @@ def _catboost(split: Split, run: NullTracker) -> tuple[dict, Any]:
 def _tfidf_lr(split: Split, run: NullTracker) -> tuple[dict, Any]:
     hcfg = split.cfg["heads"]["tfidf_lr"]
     run.log_params({**flatten({"head": hcfg}), "n_train": split.n_train, "seed": split.seed})
-    return tfidf_lr(split.ds.train, split.ds.val, split.ds.test, hcfg, split.seed), None
+    return tfidf_lr(split.ds.train, split.ds.val, split.ds.test, hcfg, split.seed, split.ds.categorical), None
 
 
 def _scratch_depends(split: Split) -> dict:

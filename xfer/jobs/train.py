@@ -19,7 +19,7 @@ from ..bundle import Bundle, fingerprint, save_bundle
 from ..data import Dataset, dataset_checksum, input_spec, load_dataset
 from ..encode import classification_metrics, context, encode_frame, predict_logits, predict_proba, sigmoid
 from ..errors import ConfigError
-from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts
+from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts, with_categorical
 from ..plots import training_curve
 from ..schema import validate
 from ..tracking import CHECKPOINT_SLOTS, NullTracker, flatten, tracked_run
@@ -141,12 +141,13 @@ def _prepare(cfg: Mapping, ds: Dataset | None = None) -> dict:
     unlabelled = selftrain.unlabelled_texts(cfg["self_train"]) if selftrain.enabled(cfg["self_train"]) else None
     t0 = time.perf_counter()
     pre = fit_preprocessor(build_preprocessor(cfg["transforms"], ds.categorical), ds.train)
-    splits = encode_splits(pre, ds, cfg["model"], cfg["trainer"])
+    arch = with_categorical(cfg["model"], ds.categorical)  # the network's own columns, saved with it
+    splits = encode_splits(pre, ds, arch, cfg["trainer"])
     prep_seconds = time.perf_counter() - t0
     vocab = token_vocab(pre).vocabulary_size
     log.info("vocabulary: %d tokens; preprocessing took %.1f s", vocab, prep_seconds)
-    net = initialize(build_model(cfg["model"], vocab), cfg["seed"], ctx=context(cfg["trainer"]["ctx"]))
-    return {"ds": ds, "pre": pre, "splits": splits, "prep_seconds": prep_seconds, "vocab": vocab, "net": net,
+    net = initialize(build_model(arch, vocab), cfg["seed"], ctx=context(cfg["trainer"]["ctx"]))
+    return {"ds": ds, "pre": pre, "arch": arch, "splits": splits, "prep_seconds": prep_seconds, "vocab": vocab, "net": net,
             "fp": base_fingerprint(cfg, ds.checksum), "unlabelled": unlabelled}
 
 
@@ -189,7 +190,7 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     teacher = fit_and_test(job["net"], job["splits"], trainer, cfg["optimizer"], cfg["seed"],
                            _Prefixed(tracker, "teacher_"))[0]
     texts, ds = job["unlabelled"], job["ds"]
-    proba = score_texts(job["net"], job["pre"], texts, ds.categorical, cfg["model"], trainer)
+    proba = score_texts(job["net"], job["pre"], texts, ds.categorical, job["arch"], trainer)
     pseudo = selftrain.pseudo_labelled(texts, proba, scfg["threshold"], scfg["max_rows"])
     positive = float(pseudo["label"].mean()) if len(pseudo) else 0.0
     # what the run and the bundle keep of the teacher
@@ -265,7 +266,7 @@ def tidy_outputs(cfg: Mapping, tracker: NullTracker, *paths: Path) -> None:
 def _save_outputs(cfg: Mapping, out_dir: Path, tracker: NullTracker, job: Mapping, final: dict, res) -> Bundle:
     ds = job["ds"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle = save_bundle(out_dir / "bundle", job["net"], job["pre"], cfg["model"], job["vocab"],
+    bundle = save_bundle(out_dir / "bundle", job["net"], job["pre"], job["arch"], job["vocab"],
                          label_names(cfg["data"]), max_len=cfg["trainer"]["max_len"],
                          truncate=cfg["trainer"]["truncate"],
                          meta={"fingerprint": job["fp"], "data_checksum": ds.checksum, "data": ds.name,

@@ -27,6 +27,7 @@ from ..pretrain import require_word2vec
 from ..encode import encode_frame
 from ..plots import markdown_table
 from ..schema import validate
+from ..models import with_categorical
 from ..surgery import target_architecture
 from ..tracking import NullTracker, flatten, resolve_bundle, tracked_run
 from ..train import release_memory, seed_everything
@@ -167,7 +168,7 @@ def transfer_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTrac
         require_word2vec(pretrain_setting(base, "method"))
     if "scratch_pretrained" in cfg["transfer"]["methods"] and "scratch_pretrained" not in methods_of(cfg, base):
         log.debug("scratch_pretrained: left out, the base has no pretrain stage (base.pretrain.method=none)")
-    arch = target_architecture(base.model_cfg["architecture"], cfg["model"])
+    arch = with_categorical(target_architecture(base.model_cfg["architecture"], cfg["model"]), splits[0].categorical)
     oov = token_vocab(base.preprocessor).oov_rate(tokens_of(base.preprocessor, splits[0].train["text"]))
     log.info("target %s: OOV rate under the base vocabulary %.2f%%", splits[0].name, 100 * oov)
     tags = {"xfer.task": "transfer", "xfer.data": splits[0].name, "xfer.version": __version__,
