@@ -308,3 +308,23 @@ def test_a_transferred_branch_learns_the_targets_categorical_values(imdb_slice):
     assert (weight[np.concatenate(list(cats.values())), 0] == 1).all()
     changed = np.flatnonzero(after[:, 0] != before[:, 0])
     assert set(changed) <= set(np.concatenate(list(cats.values())))
+
+
+def test_stacking_weights_are_never_negative():
+    net = _net()
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 2, 60)
+    good = (2 * y - 1) * 2.0 + rng.normal(size=60)
+    # the second branch is the first plus noise that anti-correlates with the label on these
+    # few reviews: a free logistic regression gives it a negative weight
+    bad = good - 3.0 * (2 * y - 1) + rng.normal(size=60)
+    from sklearn.linear_model import LogisticRegression
+
+    assert LogisticRegression(C=1.0, max_iter=1000).fit(np.c_[good, bad], y).coef_[0, 1] < 0
+    mix = net.ngrams.fit_mix(np.c_[good, bad], y)
+    assert mix[1] == 0 and mix[0] > 0
+    one = LogisticRegression(C=1.0, max_iter=1000).fit(good[:, None], y)
+    np.testing.assert_allclose(mix[[0, 2]], [one.coef_[0, 0], one.intercept_[0]], rtol=1e-4, atol=1e-5)
+    # both useful: the plain logistic regression, as before
+    both = net.ngrams.fit_mix(np.c_[good, good + rng.normal(size=60)], y)
+    assert (both[:2] > 0).all()
