@@ -327,22 +327,11 @@ def encoders_table() -> str:
             f"{source('imdb_base_encoders', r)}.")
 
 
-def hotel_sample_pretrained_table() -> str:
-    if not recorded("hotel_transfer_sample_pretrained"):
-        return not_yet("hotel_sample_pretrained")
-    return hotel_sample_table("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")
-
-
-def hotel_sample_selftrain_table() -> str:
-    if not recorded("hotel_transfer_sample_selftrain"):
-        return not_yet("hotel_sample_selftrain")
-    return hotel_sample_table("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")
-
-
-def hotel_sample_text_only_table() -> str:
-    if not recorded("hotel_transfer_sample_text_only"):
-        return not_yet("hotel_sample_text_only")
-    return hotel_sample_table("hotel_transfer_sample_text_only", "hotel_sample_text_only")
+def sample_variant(name: str, study: str):
+    """The table maker of a hotel-sample study beside the default one (its JSON ``name``)."""
+    def make() -> str:
+        return hotel_sample_table(name, study) if recorded(name) else not_yet(study)
+    return make
 
 
 def hotel_sample_table(name: str = "hotel_transfer_sample", study: str = "hotel_sample") -> str:
@@ -520,9 +509,12 @@ def blocks() -> list[tuple[Path, str, str, str]]:
            (page, *markers("imdb table"), imdb_table()),
            (page, *markers("serving table"), serving_table())]
     for name, make in [("pretrained", pretrained_table), ("selftrain", selftrain_table), ("encoders", encoders_table), ("hotel sample", hotel_sample_table),
-                       ("hotel sample pretrained", hotel_sample_pretrained_table),
-                       ("hotel sample selftrain", hotel_sample_selftrain_table),
-                       ("hotel sample text only", hotel_sample_text_only_table), ("learning curve", lambda: curve_table("learning_curve")),
+                       ("hotel sample pretrained", sample_variant("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")),
+                       ("hotel sample selftrain", sample_variant("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")),
+                       ("hotel sample text only", sample_variant("hotel_transfer_sample_text_only", "hotel_sample_text_only")),
+                       ("hotel sample tfidf categorical",
+                        sample_variant("hotel_transfer_sample_tfidf_categorical", "hotel_sample_tfidf_categorical")),
+                       ("learning curve", lambda: curve_table("learning_curve")),
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),

@@ -286,8 +286,7 @@ class TfidfLrHead:
     min_df: int = key(1, "minimum document frequency", ge=1)
     sublinear_tf: bool = key(True, "1 + log(tf)")
     C: float = key(10.0, "inverse regularisation strength", gt=0)
-    categorical: bool = key(False, "also the data's categorical columns, one-hot encoded (on the hotel sample "
-                                   "this lowers its ROC-AUC: experiments/README.md); false: the text alone")
+    categorical: bool = key(False, "also the data's categorical columns, one-hot encoded; false: the text alone")
 
 
 @dataclass(kw_only=True)
