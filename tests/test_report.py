@@ -45,3 +45,16 @@ def test_labels_the_control_needs_to_match_transfer_are_read_off_its_curve():
     assert got[100]["labels"] == 1000 and got[100]["ratio"] == pytest.approx(10.0)  # TF-IDF's 0.80 is at 1000
     assert got[1000]["labels"] == 3162  # halfway from 0.80 to 0.85, halfway from 1000 to 10000 in log scale
     assert got[10000]["labels"] is None and got[10000]["ratio"] is None  # beyond the measured range
+
+
+def test_records_keep_the_branch_metrics_a_run_has():
+    from xfer.report import runs_to_records
+
+    runs = [{"run_id": "b", "tags": {"xfer.method": "transfer_gradual", "xfer.n_train": "100", "xfer.seed": "0"},
+             "metrics": {"test_roc_auc": 0.9, "test_accuracy": 0.8, "test_encoder_branch_roc_auc": 0.85,
+                         "test_ngrams_branch_roc_auc": 0.88}},
+            {"run_id": "a", "tags": {"xfer.method": "tfidf_lr", "xfer.n_train": "100", "xfer.seed": "0"},
+             "metrics": {"test_roc_auc": 0.8}}]
+    net, control = runs_to_records(runs)
+    assert net["test_encoder_branch_roc_auc"] == 0.85 and net["test_ngrams_branch_roc_auc"] == 0.88
+    assert "test_encoder_branch_accuracy" not in net and not any("branch" in k for k in control)

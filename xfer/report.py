@@ -9,6 +9,10 @@ from .plots import markdown_table, save_figure
 
 
 # --------------------------------------------------------------------------- learning curves
+#: what each branch of a two-branch network (``model.ngrams``) scores on its own
+BRANCH_METRICS = ("test_encoder_branch_roc_auc", "test_encoder_branch_accuracy", "test_ngrams_branch_roc_auc",
+                  "test_ngrams_branch_accuracy")
+
 def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
     """MLflow child runs of transfer jobs (tags xfer.method / xfer.n_train / xfer.seed) -> records,
     one per (method, n_train, seed): the newest wins (``runs`` come newest first), so controls that
@@ -25,7 +29,9 @@ def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
         seen.add(key)
         out.append({"method": method, "n_train": int(tags["xfer.n_train"]), "seed": int(tags.get("xfer.seed", 0)),
                     "test_roc_auc": float(metrics["test_roc_auc"]),
-                    "test_accuracy": float(metrics.get("test_accuracy", float("nan"))), "run_id": r["run_id"]})
+                    "test_accuracy": float(metrics.get("test_accuracy", float("nan"))), "run_id": r["run_id"],
+                    # the branches of a network with an n-gram branch, where it has them
+                    **{k: float(metrics[k]) for k in BRANCH_METRICS if k in metrics}})
     return out
 
 
