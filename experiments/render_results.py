@@ -477,7 +477,8 @@ def memory_table() -> str:
     profiles = []
     for study, name in (("memory_profile", "imdb_base"), ("memory_profile_pretrained", "imdb_base_pretrained"),
                         ("memory_profile_adapted", "hotel_transfer_adapted"),
-                        ("memory_profile_selftrain", "imdb_base_selftrain")):
+                        ("memory_profile_selftrain", "imdb_base_selftrain"),
+                        ("memory_profile_transfer_selftrain", "hotel_delhi_transfer_selftrain")):
         if recorded(f"memory_profile_{name}"):
             p = load(f"memory_profile_{name}")
             profiles.append(f"`{' '.join(p['overrides'])}` in-process {p['peak_rss_mb']:,} MB {source(study, p)}")
