@@ -5,8 +5,8 @@ vectors as an extra branch", measured before building one.
 
 Trains the base in-process as `+experiment=imdb_base <overrides>` does (tracking off), then
 paragraph vectors (gensim Doc2Vec, PV-DBOW: Le & Mikolov 2014) on IMDB's training and unlabelled
-reviews without labels (never the test reviews, whose vectors are inferred afterwards), with the
-base's own tokens. A logistic regression on the vectors of the base's training reviews gives a
+reviews without labels (never the test reviews), with the base's own tokens; every labelled
+review's vector (training, validation, test) is then inferred by the trained model. A logistic regression on the vectors of the base's training reviews gives a
 third logit; stacking on the base's validation reviews then compares the base's two branches
 (`stack_2`) with the two plus the document vectors (`stack_3`), each a logistic regression on the
 validation logits scored on the test reviews. Writes experiments/results/explore_docvectors.json
@@ -78,10 +78,11 @@ def main() -> None:
     pv = Doc2Vec(corpus, dm=0, vector_size=args.dim, negative=5, hs=0, min_count=2, sample=0,
                  epochs=args.epochs, workers=2, seed=args.seed)
     pv_seconds = time.perf_counter() - t0
-    n_train, n_val = len(tokens["train"]), len(tokens["val"])
-    vectors = {"train": pv.dv.vectors[:n_train], "val": pv.dv.vectors[n_train:n_train + n_val]}
+    # every labelled review's vector is inferred the same way (a classifier fitted on the vectors
+    # learnt in training and scored on inferred ones met a shift: 81% test accuracy at 10 epochs)
     t0 = time.perf_counter()
-    vectors["test"] = np.stack([pv.infer_vector(words, epochs=args.epochs) for words in tokens["test"]])
+    vectors = {k: np.stack([pv.infer_vector(words, epochs=args.epochs) for words in tokens[k]])
+               for k in ("train", "val", "test")}
     infer_seconds = time.perf_counter() - t0
     scale = StandardScaler().fit(vectors["train"])
     lr = LogisticRegression(C=1.0, max_iter=2000).fit(scale.transform(vectors["train"]), labels["train"])
