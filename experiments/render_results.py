@@ -313,6 +313,21 @@ def selftrain_table() -> str:
             f"**{'met' if worst >= 0.93 and slowest <= 10 else 'not met'}** (lowest {worst:.4f}) {sources}.")
 
 
+def docvectors_text() -> str:
+    if not recorded("explore_docvectors"):
+        return not_yet("explore_docvectors")
+    r = load("explore_docvectors")
+    st = r["settings"]
+    return (f"{st['doc2vec']}, {st['dim']} dimensions, {st['epochs']} epochs: trained in "
+            f"{r['pretrain_seconds'] / 60:.1f} min, vectors inferred in {r['infer_seconds'] / 60:.1f} min. "
+            f"A logistic regression on the vectors alone: test accuracy {r['docvectors_test_accuracy']:.4f} "
+            f"(ROC-AUC {r['docvectors_test_roc_auc']:.4f}). Stacked on the validation reviews, the base's two "
+            f"branches give {r['stack_2_test_accuracy']:.4f}, the two plus the document vectors "
+            f"{r['stack_3_test_accuracy']:.4f} ({r['stack_3_test_accuracy'] - r['stack_2_test_accuracy']:+.4f}; "
+            f"weights {', '.join(f'{w:.2f}' for w in r['stack_3_weights'])}); the base network itself "
+            f"{r['base_test_accuracy']:.4f}. Seed {st['seed']} {source('explore_docvectors', r)}.")
+
+
 def encoders_table() -> str:
     if not recorded("imdb_base_encoders"):
         return not_yet("imdb_base_encoders")
@@ -509,7 +524,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
            (page, *markers("studies"), studies_table()),
            (page, *markers("imdb table"), imdb_table()),
            (page, *markers("serving table"), serving_table())]
-    for name, make in [("pretrained", pretrained_table), ("selftrain", selftrain_table), ("encoders", encoders_table), ("hotel sample", hotel_sample_table),
+    for name, make in [("pretrained", pretrained_table), ("selftrain", selftrain_table), ("encoders", encoders_table), ("docvectors", docvectors_text), ("hotel sample", hotel_sample_table),
                        ("hotel sample pretrained", sample_variant("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")),
                        ("hotel sample selftrain", sample_variant("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")),
                        ("hotel sample text only", sample_variant("hotel_transfer_sample_text_only", "hotel_sample_text_only")),
