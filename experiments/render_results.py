@@ -528,6 +528,8 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("hotel sample pretrained", sample_variant("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")),
                        ("hotel sample selftrain", sample_variant("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")),
                        ("hotel sample text only", sample_variant("hotel_transfer_sample_text_only", "hotel_sample_text_only")),
+                       ("hotel sample no categorical",
+                        sample_variant("hotel_transfer_sample_no_categorical", "hotel_sample_no_categorical")),
                        ("hotel sample tfidf categorical",
                         sample_variant("hotel_transfer_sample_tfidf_categorical", "hotel_sample_tfidf_categorical")),
                        ("learning curve", lambda: curve_table("learning_curve")),
