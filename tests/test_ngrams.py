@@ -254,6 +254,8 @@ def test_categorical_values_join_the_bag_as_their_own_features():
     assert [len(k) for k in keys] == [2] * 4
     assert keys[0].tolist() == keys[2].tolist() and keys[0][0] != keys[1][0] and keys[0][1] == keys[1][1]
     assert len({k[0] for k in keys}) == 3  # a missing value is a value of its own
+    nullable = frame.astype({"Browser": "string"})  # pandas' own missing value, pd.NA
+    assert [k.tolist() for k in category_keys(nullable, ["Browser", "Device"])] == [k.tolist() for k in keys]
     # the column name is part of the feature: the same value in another column is another key
     swapped = category_keys(pd.DataFrame({"Browser": ["Mobile"], "Device": ["Mobile"]}), ["Browser", "Device"])[0]
     assert swapped[0] != swapped[1]

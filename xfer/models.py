@@ -426,13 +426,15 @@ def category_keys(frame, columns: Sequence[str]) -> list[np.ndarray]:
     the frame lacks adds no key (a bare list of texts scores as if its values were unknown)."""
     import hashlib
 
+    import pandas as pd
+
     present = [c for c in columns if c in frame.columns]
     if not present:
         return [np.zeros(0, dtype=np.uint64)] * len(frame)
     cache: dict[str, int] = {}
 
     def h(col: str, value) -> int:
-        text = f"{col}\x1f{'<missing>' if value is None or value != value else value}"
+        text = f"{col}\x1f{'<missing>' if pd.isna(value) else value}"
         if text not in cache:
             cache[text] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
         return cache[text]
