@@ -342,3 +342,28 @@ def test_stacking_weights_are_never_negative_and_shrink_to_the_plain_sum():
     free = LogisticRegression(C=1e6, max_iter=5000).fit(many, y_many)
     np.testing.assert_allclose(fitted[0], free.coef_[0, 0], rtol=0.02)
     assert fitted[1] < 0.05
+
+
+def test_a_bundle_reads_its_categorical_columns_when_it_predicts(tmp_path, imdb_slice):
+    import pandas as pd
+
+    from xfer.models import with_categorical
+    from xfer.surgery import fit_category_features
+
+    frame = imdb_slice.iloc[250:350].assign(label=lambda f: f["label"].eq("pos").astype(int)).reset_index(drop=True)
+    frame["Device"] = np.where(frame["label"] == 1, "Mobile", "Desktop")
+    pre = fit_preprocessor(build_preprocessor({}), frame)
+    vocab = token_vocab(pre).vocabulary_size
+    arch = with_categorical({**MODEL, "ngrams": {**MODEL["ngrams"], "buckets": 1 << 16}}, ["Device"])
+    net = initialize(build_model(arch, vocab), 0)
+    seqs, y = encode_frame(pre, frame, arch), frame["label"].to_numpy()
+    net.ngrams.fit_ratios(bags_of(seqs), y)
+    fit_category_features(net, seqs, y, frame, arch)
+    path = save_bundle(tmp_path / "b", net, pre, arch, vocab, {"0": "neg", "1": "pos"})
+    bundle = load_bundle(path)
+    assert bundle.model_cfg["architecture"]["ngrams"]["categorical"] == ["Device"]
+    np.testing.assert_allclose(bundle.predict_proba(frame), predict_proba(net, seqs), rtol=1e-5, atol=1e-6)
+    flipped = frame.assign(Device=np.where(frame["Device"] == "Mobile", "Desktop", "Mobile"))
+    assert (bundle.predict_proba(flipped) < bundle.predict_proba(frame))[y == 1].all()  # the column counts
+    texts_only = bundle.predict_proba(pd.DataFrame({"text": frame["text"]}))  # no column: no feature
+    assert texts_only.shape == (len(frame),) and not np.allclose(texts_only, bundle.predict_proba(frame))
