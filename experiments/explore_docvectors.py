@@ -88,6 +88,7 @@ def main() -> None:
     lr = LogisticRegression(C=1.0, max_iter=2000).fit(scale.transform(vectors["train"]), labels["train"])
     pv_logit = {k: lr.decision_function(scale.transform(vectors[k])) for k in ("val", "test")}
 
+    alone = classification_metrics(labels["test"], sigmoid(pv_logit["test"]))
     two = stacked(logits["val"][:, 1:3], labels["val"], logits["test"][:, 1:3], labels["test"])
     three = stacked(np.c_[logits["val"][:, 1:3], pv_logit["val"]], labels["val"],
                     np.c_[logits["test"][:, 1:3], pv_logit["test"]], labels["test"])
@@ -99,8 +100,7 @@ def main() -> None:
               "base_test_accuracy": base_metrics["test_accuracy"],
               "base_test_roc_auc": base_metrics["test_roc_auc"],
               "pretrain_seconds": pv_seconds, "infer_seconds": infer_seconds,
-              "docvectors_test_accuracy": classification_metrics(labels["test"], sigmoid(pv_logit["test"]))["accuracy"],
-              "docvectors_test_roc_auc": classification_metrics(labels["test"], sigmoid(pv_logit["test"]))["roc_auc"],
+              "docvectors_test_accuracy": alone["accuracy"], "docvectors_test_roc_auc": alone["roc_auc"],
               "stack_2_test_accuracy": two["accuracy"], "stack_2_test_roc_auc": two["roc_auc"],
               "stack_2_weights": two["weights"],
               "stack_3_test_accuracy": three["accuracy"], "stack_3_test_roc_auc": three["roc_auc"],

@@ -35,17 +35,21 @@ def tfidf_lr(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, cfg: Ma
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
+    from .transforms import CategoryImputer
+
     cfg = section("heads", {"tfidf_lr": cfg})["tfidf_lr"]
     columns = list(categorical) if cfg["categorical"] else []
     t0 = time.perf_counter()
     tfidf = TfidfVectorizer(ngram_range=tuple(cfg["ngram_range"]), min_df=cfg["min_df"],
                             sublinear_tf=cfg["sublinear_tf"], strip_accents="unicode")
     model = make_pipeline(
-        ColumnTransformer([("text", tfidf, "text"), ("categorical", OneHotEncoder(handle_unknown="ignore"), columns)]),
+        ColumnTransformer([("text", tfidf, "text"),
+                           ("categorical", make_pipeline(CategoryImputer(), OneHotEncoder(handle_unknown="ignore")),
+                            columns)]),
         LogisticRegression(C=cfg["C"], max_iter=2000, random_state=seed))
 
     def inputs(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[["text", *columns]].fillna({"text": "", **{c: "<missing>" for c in columns}}).astype(str)
+        return frame[["text", *columns]].assign(text=frame["text"].fillna(""))
 
     model.fit(inputs(train), train["label"])
     seconds = time.perf_counter() - t0

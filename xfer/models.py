@@ -422,24 +422,25 @@ def with_categorical(model_cfg: Mapping, columns: Sequence[str]) -> dict:
 
 def category_keys(frame, columns: Sequence[str]) -> list[np.ndarray]:
     """Per row of ``frame``, one 64-bit key per categorical column: a hash of ``column=value``
-    (blake2b, the same in every process). A missing value is a value of its own; a column
-    the frame lacks adds no key (a bare list of texts scores as if its values were unknown)."""
+    (blake2b, the same in every process), values spelt as the preprocessor's ``CategoryImputer``
+    passes them (a missing value is its ``fill_value``); a column the frame lacks adds no key
+    (a bare list of texts scores as if its values were unknown)."""
     import hashlib
 
-    import pandas as pd
+    from .transforms import CategoryImputer
 
     present = [c for c in columns if c in frame.columns]
     if not present:
         return [np.zeros(0, dtype=np.uint64)] * len(frame)
     cache: dict[str, int] = {}
 
-    def h(col: str, value) -> int:
-        text = f"{col}\x1f{'<missing>' if pd.isna(value) else value}"
+    def h(col: str, value: str) -> int:
+        text = f"{col}\x1f{value}"
         if text not in cache:
             cache[text] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
         return cache[text]
 
-    values = frame[present].to_numpy(dtype=object)
+    values = CategoryImputer().transform(frame[present])
     return [np.array([h(c, v) for c, v in zip(present, row)], dtype=np.uint64) for row in values]
 
 
