@@ -235,3 +235,67 @@ def mx_array(a):
     import mxnet as mx
 
     return mx.nd.array(a)
+
+
+# --------------------------------------------------------------------------- epoch selection
+#: validation ROC-AUC per epoch of a transfer on a 50-review hotel-sample split (34 happy): the
+#: first epoch leads by less than the noise of 50 reviews
+NOISY = [0.9626, 0.9608, 0.9537, 0.9483, 0.9483, 0.9430, 0.9430, 0.9465]
+
+
+def _select(aucs, labels, patience=3, tolerance=0.0):
+    """(kept epoch, last epoch run) of EarlyStopping over a scripted validation curve."""
+    from xfer.train import replay_early_stopping
+
+    return replay_early_stopping(aucs, labels, patience, tolerance)
+
+
+def test_strict_selection_keeps_the_argmax_and_the_earlier_of_ties():
+    labels = [1] * 34 + [0] * 16
+    assert _select(NOISY, labels) == (0, 3)  # stopped after 3 worse epochs
+    assert _select([0.90, 0.90, 0.85], labels, patience=5) == (0, 2)
+
+
+def test_tolerance_keeps_a_later_epoch_within_the_noise_of_the_validation_set():
+    small = [1] * 34 + [0] * 16
+    assert _select(NOISY, small, tolerance=1.0) == (7, 7)  # SE ~0.03: all as good
+    # a drop beyond one standard error is worse: not kept, and it counts towards patience
+    assert _select([0.90, 0.80, 0.89], small, patience=5, tolerance=1.0) == (2, 2)
+    assert _select([0.90, 0.80, 0.80, 0.80], small, patience=3, tolerance=1.0) == (0, 3)
+    # on 2,500 reviews one SE is ~0.004: only epoch 2 (-0.002) is as good, the later ones are worse
+    big = [1] * 1700 + [0] * 800
+    assert _select(NOISY, big, tolerance=1.0) == (1, 4)
+
+
+def test_auc_standard_error_matches_the_spread_of_simulated_aucs():
+    from xfer.encode import auc_standard_error
+
+    rng = np.random.RandomState(0)
+    n_pos, n_neg, shift = 34, 16, 1.8  # binormal scores, true AUC = Phi(1.8 / sqrt 2) ~ 0.90
+    aucs = []
+    for _ in range(2000):
+        pos, neg = rng.normal(shift, 1, n_pos), rng.normal(0, 1, n_neg)
+        aucs.append((pos[:, None] > neg[None, :]).mean())
+    se = auc_standard_error(float(np.mean(aucs)), n_pos, n_neg)
+    assert se == pytest.approx(np.std(aucs), rel=0.2)
+    assert auc_standard_error(0.9, 340, 160) < se / 2.5  # ~ 1 / sqrt(n)
+    assert np.isnan(auc_standard_error(0.9, 50, 0))
+
+
+def test_neutral_trainer_keys_stay_out_of_fingerprints():
+    from xfer.jobs.train import learned_trainer
+
+    trainer = {"max_epochs": 3, "patience": 2, "progress": True}
+    assert learned_trainer({**trainer, "select_tolerance": 0.0}) == learned_trainer(trainer)
+    assert learned_trainer({**trainer, "select_tolerance": 1.0}) != learned_trainer(trainer)
+
+
+def test_fit_with_a_wide_tolerance_keeps_the_last_epoch():
+    seed_everything(0)
+    net = initialize(build_model(MODEL, 42), 0)
+    val = separable(100, 2)
+    res = fit(net, separable(300, 1), val, {**TRAINER, "max_epochs": 3, "select_tolerance": 1000.0}, OPT, seed=0)
+    assert res.best_epoch == len(res.history) - 1 == 2
+    assert res.best_val_roc_auc == max(h["val_roc_auc"] for h in res.history)
+    assert classification_metrics(val[1], predict_proba(net, val[0]))["roc_auc"] == pytest.approx(
+        res.history[-1]["val_roc_auc"], abs=1e-9)

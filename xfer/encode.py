@@ -5,6 +5,7 @@ hashed n-gram ids, n-gram bags) -> length-bucketed batches (gluonnlp ``FixedBuck
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections import deque
 from contextlib import contextmanager
@@ -184,6 +185,17 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
         "f1": float(f1_score(y, pred, zero_division=0)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
     }
+
+
+def auc_standard_error(auc: float, n_positive: int, n_negative: int) -> float:
+    """Standard error of a ROC-AUC measured on ``n_positive`` + ``n_negative`` reviews (Hanley &
+    McNeil 1982): about 0.03 for an AUC of 0.95 on 50 reviews (34 positive), 0.003 for 0.98 on 2,500."""
+    if n_positive < 1 or n_negative < 1 or not math.isfinite(auc):
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)) \
+        / (n_positive * n_negative)
+    return math.sqrt(max(var, 0.0))
 
 
 def predict_logits(net: gluon.HybridBlock, seqs: Sequence, batch_size: int | None = None,

@@ -57,6 +57,10 @@ class Trainer:
     max_len: Optional[int] = key(1000, "tokens kept per review (null: all)", ge=1)
     truncate: str = key("head", "which end of a long review to keep", choices=("head", "tail"))
     patience: int = key(2, "epochs without a better validation ROC-AUC before stopping", ge=1)
+    select_tolerance: float = key(0.0, "epoch selection: an epoch within this many standard errors of the best "
+                                       "validation ROC-AUC so far counts as good as the best - early stopping "
+                                       "waits for it and the later epoch is kept (0: only a strictly better one; "
+                                       "on 50 validation reviews one standard error is ~0.03)", ge=0)
     ctx: str = key("cpu", "device", pattern=r"cpu|gpu(:\d+)?")
     progress: bool = key(True, "tqdm progress bar with loss and examples/s")
     hybridize: bool = key(True, "compile the network (Gluon hybridize)")

@@ -40,9 +40,16 @@ def data_settings(data_cfg: Mapping) -> dict:
     return {k: v for k, v in data_cfg.items() if k != "files"}
 
 
+#: trainer keys added after stores had runs, with the value that learns what was learned before
+#: them: at that value they stay out of fingerprints, so those runs are still found and reused
+NEUTRAL_KEYS = {"select_tolerance": 0.0}
+
+
 def learned_trainer(trainer_cfg: Mapping) -> dict:
-    """A trainer config without the runtime-only switches (progress bar, device, checkpoints)."""
-    return {k: v for k, v in trainer_cfg.items() if k not in RUNTIME_KEYS}
+    """A trainer config without the runtime-only switches (progress bar, device, checkpoints)
+    and without later keys left at their neutral value (``NEUTRAL_KEYS``)."""
+    return {k: v for k, v in trainer_cfg.items()
+            if k not in RUNTIME_KEYS and not (k in NEUTRAL_KEYS and v == NEUTRAL_KEYS[k])}
 
 
 def base_fingerprint(stage: Mapping, data_checksum: str | None = None) -> str:
