@@ -328,6 +328,24 @@ def docvectors_text() -> str:
             f"{r['base_test_accuracy']:.4f}. Seed {st['seed']} {source('explore_docvectors', r)}.")
 
 
+def epoch_selection_table() -> str:
+    if not recorded("explore_epoch_selection"):
+        return not_yet("explore_epoch_selection")
+    r = load("explore_epoch_selection")
+    cells: dict[tuple, dict] = {}
+    for x in r["summary"]:
+        cells.setdefault((x["data"], x["n_train"], x["method"], x["repeats"]), {})[x["rule"]] = x
+    rules = list(r["rules"])
+    rows = [f"| {data} | {n} | {method} | {k} | " + " | ".join(
+        f"{c[rule]['test_roc_auc']:.4f} ({c[rule]['mean_epoch']:.1f})" for rule in rules) + " |"
+        for (data, n, method, k), c in cells.items()]
+    return (f"| data | n_train | method | splits | " + " | ".join(f"`{rule}`" for rule in rules) + " |\n|"
+            + "---|" * (4 + len(rules)) + "\n" + "\n".join(rows)
+            + f"\n\nTest ROC-AUC of the epoch each rule keeps (mean over splits; in brackets the mean kept epoch "
+            f"of {max(len(run['curve']) for run in r['runs'])}), patience {r['patience']} "
+            f"{source('explore_epoch_selection', r)}.")
+
+
 def encoders_table() -> str:
     if not recorded("imdb_base_encoders"):
         return not_yet("imdb_base_encoders")
@@ -532,6 +550,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                         sample_variant("hotel_transfer_sample_no_categorical", "hotel_sample_no_categorical")),
                        ("hotel sample tfidf categorical",
                         sample_variant("hotel_transfer_sample_tfidf_categorical", "hotel_sample_tfidf_categorical")),
+                       ("epoch selection", epoch_selection_table),
                        ("learning curve", lambda: curve_table("learning_curve")),
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
