@@ -35,8 +35,8 @@ import pandas as pd
 
 import xfer.jobs.methods as methods
 from xfer.config import compose_config
-from xfer.encode import classification_metrics, predict_logits, sigmoid
 from xfer.jobs import run_task
+from xfer.jobs.train import test_metrics
 from xfer.provenance import provenance
 from xfer.schema import validate
 from xfer.tracking import make_tracker
@@ -57,9 +57,8 @@ class TestCurve(Handler):
         self.test, self.curve = test, curve
 
     def epoch_end(self, state):
-        logits = predict_logits(state.net, self.test[0], ctx=state.ctx)
         self.curve.append({"epoch": state.epoch + 1, "val_roc_auc": state.metrics["val_roc_auc"],
-                           "test_roc_auc": classification_metrics(self.test[1], sigmoid(logits[:, 0]))["roc_auc"]})
+                           "test_roc_auc": test_metrics(state.net, self.test, state.ctx)["test_roc_auc"]})
 
 
 def main() -> None:
