@@ -63,7 +63,7 @@ def test_a_tiny_study_runs_from_nothing_and_records_its_provenance(tmp_path):
     record = json.loads((out / "results" / "hotel_transfer_sample.json").read_text())
     for key in (*PROVENANCE, "config", "wall_seconds"):
         assert record.get(key) not in (None, ""), key
-    assert {"cpu", "cores", "memory_mb"} <= set(record["machine"]) and record["packages"]["mxnet"] == "1.9.1"
+    assert {"cpu", "cores", "memory_mb", "speed"} <= set(record["machine"]) and record["packages"]["mxnet"] == "1.9.1"
     assert record["command"].startswith("python experiments/run_hotel_sample.py")
     assert record["config"]["transfer"]["repeats"] == 1 and record["artifact_mb_per_transfer_run"] > 0
     assert {r["method"] for r in record["summary"]} == {"transfer_gradual", "scratch", "catboost_embeddings", "tfidf_lr"}
@@ -73,6 +73,16 @@ def test_a_tiny_study_runs_from_nothing_and_records_its_provenance(tmp_path):
                             str(out)], capture_output=True, text=True, env=cli_env(), timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "hotel_transfer_sample.md").read_text() == page  # the page is the JSON's, regenerated
+
+
+def test_the_machine_entry_records_the_speed_of_this_machine():
+    import math
+
+    from xfer.provenance import machine
+
+    measured = machine()["speed"]
+    assert set(measured) == {"python_mloops_per_second", "matmul_gflops"}
+    assert all(math.isfinite(v) and v > 0 for v in measured.values()), measured
 
 
 def test_only_code_and_config_changes_make_a_record_dirty():
