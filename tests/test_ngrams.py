@@ -313,6 +313,31 @@ def test_a_transferred_branch_learns_the_targets_categorical_values(imdb_slice):
     assert set(changed) <= set(np.concatenate(list(cats.values())))
 
 
+def test_extend_gives_the_targets_ratios_to_the_ngrams_the_base_never_saw(imdb_slice):
+    from xfer.surgery import extend_ngram_ratios
+
+    label = lambda f: f["label"].eq("pos").astype(int).to_numpy()  # noqa: E731
+    base, target = imdb_slice.iloc[270:310], imdb_slice.iloc[list(range(250, 270)) + list(range(310, 330))]
+    assert len(set(label(base))) == len(set(label(target))) == 2
+    pre = fit_preprocessor(build_preprocessor({}), base)
+    model = {**MODEL, "ngrams": {**MODEL["ngrams"], "buckets": 1 << 20}}
+    net = initialize(build_model(model, token_vocab(pre).vocabulary_size), 0)
+    net.ngrams.fit_ratios(bags_of(encode_frame(pre, base, model)), label(base))  # the base's ratios
+    before = net.ngrams.ratio.data().asnumpy()[:, 0].copy()
+    weight_before = net.ngrams.weight.data().asnumpy()[:, 0].copy()
+    seqs = encode_frame(pre, target, model)
+    in_target = np.unique(np.concatenate(bags_of(seqs)))
+    unseen = in_target[(in_target != 0) & (before[in_target] == 0)]
+    assert 0 < len(unseen) < len(in_target) - 1  # the target shares some n-grams with the base, not all
+    assert extend_ngram_ratios(net, seqs, label(target)) == len(unseen)
+    after, weight = net.ngrams.ratio.data().asnumpy()[:, 0], net.ngrams.weight.data().asnumpy()[:, 0]
+    changed = np.flatnonzero(after != before)
+    assert set(changed) <= set(unseen) and len(changed) > 0.9 * len(unseen)  # a ratio can be exactly 0 again
+    assert (weight[unseen] == 1).all() and (np.delete(weight, unseen) == np.delete(weight_before, unseen)).all()
+    assert after[0] == 0  # padding
+    assert extend_ngram_ratios(net, seqs[:0], label(target)[:0]) == 0
+
+
 def test_stacking_weights_are_never_negative_and_shrink_to_the_plain_sum():
     from sklearn.linear_model import LogisticRegression
 

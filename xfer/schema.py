@@ -400,6 +400,8 @@ class Transfer:
     hidden: str = key("keep", "keep the base hidden layer or replace it", choices=("keep", "replace"))
     unfreeze_every: Optional[int] = key(None, "gradual schedule pace (null: schedule.unfreeze_every)", ge=1)
     head_init: str = key("probe", "fresh output layer: linear probe (LP-FT) or random", choices=("probe", "random"))
+    ngrams: str = key("keep", "n-gram branch: keep the base's naive-Bayes ratios, or extend them with the target's "
+                              "for the n-grams the base never saw (their weight set to 1)", choices=("keep", "extend"))
     repeats: int = key(1, "seeded splits; the table reports mean and std", ge=1)
     adapt: bool = key(False, "continue the base's word2vec pretraining on the target's unlabelled text (its "
                              "training pool, never its test split) and add transfer_<schedule>_adapted")

@@ -75,6 +75,24 @@ def fit_category_features(net, seqs, labels, frame: pd.DataFrame, arch: Mapping)
     if getattr(net, "ngrams", None) is None or not spec or not spec["columns"] or not len(frame):
         return 0
     only = bag_buckets(np.concatenate(category_keys(frame, spec["columns"])), spec["buckets"])
+    return _target_buckets(net, seqs, labels, only)
+
+
+def extend_ngram_ratios(net, seqs, labels) -> int:
+    """``transfer.ngrams=extend``: the n-grams of the target's training reviews that the base never
+    saw (their bucket's ratio is 0, so the branch cannot use them however it trains) get the
+    target's naive-Bayes log-count ratios and weight 1, as a network trained on the target
+    from scratch starts them; buckets the base saw keep its ratio and weight. Returns how many
+    buckets were set (0 without an n-gram branch)."""
+    if getattr(net, "ngrams", None) is None or not len(seqs):
+        return 0
+    seen = np.unique(np.concatenate(bags_of(seqs)))
+    ratio = net.ngrams.ratio.data().asnumpy()[:, 0]
+    return _target_buckets(net, seqs, labels, seen[(seen != 0) & (ratio[seen] == 0)])
+
+
+def _target_buckets(net, seqs, labels, only: np.ndarray) -> int:
+    """The target's naive-Bayes ratios and weight 1 in the buckets ``only``; returns their count."""
     net.ngrams.fit_ratios(bags_of(seqs), labels, only=only)
     weight = net.ngrams.weight.data().asnumpy()
     weight[only] = 1.0

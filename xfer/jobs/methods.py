@@ -31,7 +31,7 @@ from ..models import build_model, initialize
 from ..pretrain import (WordVectors, adapt_vectors, apply_adaptation, apply_vectors, read_vectors,
                         unlabelled_texts)
 from ..schema import Pretrain
-from ..surgery import extend_preprocessor, fit_category_features, probe_init, transplant
+from ..surgery import extend_ngram_ratios, extend_preprocessor, fit_category_features, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
@@ -85,13 +85,16 @@ class Method:
     depends_on: Callable[[Split], dict] | None = None       # None: never reused
 
 
-def train_net(net, pre, split: Split, schedule, tracker: NullTracker, head_init: str = "random"):
+def train_net(net, pre, split: Split, schedule, tracker: NullTracker, head_init: str = "random",
+              ngrams: str = "keep"):
     """Relearn ``net`` on the split with a freezing schedule; returns (metrics, trainable layers per epoch)."""
     cfg = split.cfg
     splits = encode_splits(pre, split.ds, split.arch, cfg["trainer"])
     if getattr(net, "ngrams", None) is not None and net.ngrams.fitted():  # transferred: the base's ratios
         tracker.log_metrics({"category_buckets": fit_category_features(net, *splits["train"], split.ds.train,
                                                                        split.arch)})
+        if ngrams == "extend":
+            tracker.log_metrics({"extended_buckets": extend_ngram_ratios(net, *splits["train"])})
     if head_init == "probe":
         tracker.log_metrics({"probe_train_accuracy": probe_init(net, *splits["train"], seed=split.seed)})
     set_lr_mult(net, schedule.lr_mults(net))
@@ -129,7 +132,7 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
     run.log_params({**flatten({"schedule": sched, "transfer": tcfg}), "vocab_size": vocab,
                     "vocab_new_tokens": n_new, "n_train": split.n_train, "seed": split.seed, "adapted": adapted})
     metrics, trained = train_net(net, pre, split, make_schedule(sched, hidden_replaced=tcfg["hidden"] == "replace"),
-                                 run, head_init=tcfg["head_init"])
+                                 run, head_init=tcfg["head_init"], ngrams=tcfg["ngrams"])
     run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
                  "schedule.json")
     if tcfg["self_train"] and not split.pseudo_rows and adapted == tcfg["adapt"]:
