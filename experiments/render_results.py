@@ -443,6 +443,25 @@ def curve_table(study: str) -> str:
             f"the sweep's output directories. {source(study, r)}")
 
 
+def ngrams_extend_table() -> str:
+    """transfer.ngrams=extend (its study) against keep (learning_curve's transfer_gradual): the same
+    splits, seeds and base."""
+    study = "hotel_delhi_ngrams_extend"
+    if not recorded(study) or not recorded("learning_curve"):
+        return not_yet(study)
+    r, keep = load(study), load("learning_curve")
+    ext, base = curve_means(r), curve_means(keep)
+    lines = ["| n_train | `keep` (learning_curve) | `extend` | extend - keep | scratch | tfidf_lr |", "|---|---|---|---|---|---|"]
+    for n, row in ext.iterrows():
+        k = base.loc[n, "transfer_gradual"]
+        lines.append(f"| {n} | {k:.4f} | {row['transfer_gradual']:.4f} | {row['transfer_gradual'] - k:+.4f} | "
+                     f"{row['scratch']:.4f} | {row['tfidf_lr']:.4f} |")
+    same = r["records"][0]["base"] == keep["records"][0]["base"]
+    return ("\n".join(lines) + f"\n\nMean test ROC-AUC of transfer_gradual over 3 seeds; base `{r['records'][0]['base']}`"
+            f"{'' if same else ' (learning_curve: `' + keep['records'][0]['base'] + '`)'} {source(study, r)}; "
+            f"`keep` {source('learning_curve', keep)}.")
+
+
 def preprocess_table() -> str:
     r = load("preprocess")
     runs = r["runs"]
@@ -576,6 +595,8 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),
+                       ("titles curve", lambda: curve_table("hotel_delhi_titles")),
+                       ("ngrams extend", ngrams_extend_table),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
                        ("team", team_table), ("pretrain bench", pretrain_bench_table),
                        ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:

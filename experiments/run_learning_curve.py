@@ -37,7 +37,9 @@ HERE = Path(__file__).resolve().parent
 TITLES = {"learning_curve": "hotel_delhi: transfer from the IMDB base against the controls",
           "learning_curve_hotel_sample": "hotel sample (499 rows): transfer against the controls",
           "hotel_delhi_pretrained": "hotel_delhi: transfer from an IMDB base with pretrained word vectors, with and "
-                                    "without domain adaptation"}
+                                    "without domain adaptation",
+          "hotel_delhi_titles": "hotel_delhi with each review's title joined to its text",
+          "hotel_delhi_ngrams_extend": "hotel_delhi: transfer with transfer.ngrams=extend"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
