@@ -271,3 +271,31 @@ def test_transfer_job_reuses_its_base_and_the_controls_in_process(tmp_path):
     with_columns = next(r for r in first["records"] if r["method"] == "catboost_embeddings")
     assert client.get_run(with_columns["run_id"]).data.params["categorical"] == "Browser_Used,Device_Used"
     assert client.get_run(alone["run_id"]).data.params.get("categorical", "") == ""
+
+
+def test_transfer_ngrams_extend_fits_the_unseen_buckets_of_a_transferred_branch(tmp_path):
+    """With transfer.ngrams=extend the transferred n-gram branch gets the target's ratios for the
+    n-grams the base never saw (its run logs how many); the default keeps the base's."""
+    from conftest import need_data
+    from xfer.config import compose_config
+    from xfer.jobs import run_task
+    from xfer.tracking import MlflowTracker
+
+    need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    quick = ["+experiment=hotel_transfer", "base.data.limit=200", "base.trainer.max_epochs=1", "trainer.max_epochs=1",
+             "base.model.ngrams.buckets=65536", "model.ngrams.buckets=65536", "base.model.encoder.filters=8",
+             "model.encoder.filters=8", "base.trainer.max_len=200", "trainer.max_len=200", "base.trainer.progress=false",
+             "trainer.progress=false", "base.trainer.checkpoint=false", "transfer.methods=[transfer]",
+             "transfer.repeats=1", "transfer.tsne.enabled=false", "transfer.save_bundle=false",
+             "tracking.log_model=false", f"tracking.uri={uri}"]
+    keep = run_task(compose_config(quick), tmp_path / "keep", MlflowTracker(uri))
+    extend = run_task(compose_config([*quick, "transfer.ngrams=extend"]), tmp_path / "extend", MlflowTracker(uri))
+    assert extend["base"]["source"] == "reused"
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    [plain], [extended] = keep["records"], extend["records"]
+    assert client.get_run(extended["run_id"]).data.metrics["extended_buckets"] > 100  # hotel words IMDB lacks
+    assert "extended_buckets" not in client.get_run(plain["run_id"]).data.metrics
+    assert extended["test_roc_auc"] != pytest.approx(plain["test_roc_auc"], abs=1e-9)
