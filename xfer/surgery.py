@@ -81,9 +81,9 @@ def fit_category_features(net, seqs, labels, frame: pd.DataFrame, arch: Mapping)
 def extend_ngram_ratios(net, seqs, labels) -> int:
     """``transfer.ngrams=extend``: the n-grams of the target's training reviews that the base never
     saw (their bucket's ratio is 0, so the branch cannot use them however it trains) get the
-    target's naive-Bayes log-count ratios and weight 1, as a network trained on the target
-    from scratch starts them; buckets the base saw keep its ratio and weight. Returns how many
-    buckets were set (0 without an n-gram branch)."""
+    target's naive-Bayes log-count ratios, as a network trained on the target from scratch fits
+    them, and weight 1 (the naive-Bayes log-odds; training moves it); buckets the base saw keep
+    its ratio and weight. Returns how many buckets were set (0 without an n-gram branch)."""
     if getattr(net, "ngrams", None) is None or not len(seqs):
         return 0
     seen = np.unique(np.concatenate(bags_of(seqs)))
