@@ -46,6 +46,8 @@ def run_one(enc: str, seed: int, extra: list[str]) -> dict:
             "test_roc_auc": m["test_roc_auc"], "test_f1": m["test_f1"], "train_seconds": m["train_seconds"],
             "preprocess_seconds": m["preprocess_seconds"], "wall_seconds": time.perf_counter() - t0,
             "best_epoch": m["best_epoch"], "epochs_run": len(result["history"]),
+            # every epoch's validation scores: how close the kept epoch was to the others
+            **{f"val_{k}_per_epoch": [h[f"val_{k}"] for h in result["history"]] for k in ("roc_auc", "accuracy")},
             **{k: v for k, v in m.items() if "_branch_" in k},
             "examples_per_second": max(h["examples_per_second"] for h in result["history"]),
             **{k: v for k, v in result["pretrain"].get("metrics", {}).items()},
