@@ -289,7 +289,7 @@ def test_a_transferred_branch_learns_the_targets_categorical_values(imdb_slice):
     import pandas as pd
 
     from xfer.models import bag_buckets, category_keys, with_categorical
-    from xfer.surgery import fit_category_features
+    from xfer.surgery import fit_target_ngrams
 
     frame = imdb_slice.iloc[280:320].assign(label=lambda f: f["label"].eq("pos").astype(int))  # both classes
     frame["Device"] = np.where(frame["label"] == 1, "Mobile", "Desktop")
@@ -300,9 +300,9 @@ def test_a_transferred_branch_learns_the_targets_categorical_values(imdb_slice):
     net.ngrams.fit_ratios(bags_of(base_seqs), frame["label"].to_numpy())  # the base's ratios (no columns)
     before = net.ngrams.ratio.data().asnumpy().copy()
     arch = with_categorical(model, ["Device"])
-    assert fit_category_features(net, base_seqs, frame["label"].to_numpy(), frame, model) == 0  # no columns
+    assert fit_target_ngrams(net, base_seqs, frame["label"].to_numpy(), frame, model) == {"category_buckets": 0}
     seqs = encode_frame(pre, frame, arch)
-    n = fit_category_features(net, seqs, frame["label"].to_numpy(), frame, arch)
+    n = fit_target_ngrams(net, seqs, frame["label"].to_numpy(), frame, arch)["category_buckets"]
     cats = {v: bag_buckets(category_keys(pd.DataFrame({"Device": [v]}), ["Device"])[0], 1 << 20)
             for v in ("Mobile", "Desktop")}
     assert n == 2
@@ -314,7 +314,7 @@ def test_a_transferred_branch_learns_the_targets_categorical_values(imdb_slice):
 
 
 def test_extend_gives_the_targets_ratios_to_the_ngrams_the_base_never_saw(imdb_slice):
-    from xfer.surgery import extend_ngram_ratios
+    from xfer.surgery import fit_target_ngrams
 
     label = lambda f: f["label"].eq("pos").astype(int).to_numpy()  # noqa: E731
     base, target = imdb_slice.iloc[270:310], imdb_slice.iloc[list(range(250, 270)) + list(range(310, 330))]
@@ -329,13 +329,39 @@ def test_extend_gives_the_targets_ratios_to_the_ngrams_the_base_never_saw(imdb_s
     in_target = np.unique(np.concatenate(bags_of(seqs)))
     unseen = in_target[(in_target != 0) & (before[in_target] == 0)]
     assert 0 < len(unseen) < len(in_target) - 1  # the target shares some n-grams with the base, not all
-    assert extend_ngram_ratios(net, seqs, label(target)) == len(unseen)
+    assert fit_target_ngrams(net, seqs, label(target), target, model, extend=True) == {
+        "category_buckets": 0, "extended_buckets": len(unseen)}
     after, weight = net.ngrams.ratio.data().asnumpy()[:, 0], net.ngrams.weight.data().asnumpy()[:, 0]
     changed = np.flatnonzero(after != before)
     assert set(changed) <= set(unseen) and len(changed) > 0.9 * len(unseen)  # a ratio can be exactly 0 again
     assert (weight[unseen] == 1).all() and (np.delete(weight, unseen) == np.delete(weight_before, unseen)).all()
     assert after[0] == 0  # padding
-    assert extend_ngram_ratios(net, seqs[:0], label(target)[:0]) == 0
+    assert fit_target_ngrams(net, seqs[:0], label(target)[:0], target[:0], model, extend=True)["extended_buckets"] == 0
+
+
+def test_categorical_values_and_unseen_ngrams_are_fitted_in_one_pass_as_one_after_the_other(imdb_slice):
+    from xfer.models import with_categorical
+    from xfer.surgery import fit_target_ngrams
+
+    base = imdb_slice.iloc[270:310].assign(label=lambda f: f["label"].eq("pos").astype(int))
+    target = imdb_slice.iloc[list(range(250, 270)) + list(range(310, 330))].assign(label=lambda f: f["label"].eq("pos").astype(int))
+    target["Device"] = np.where(target["label"] == 1, "Mobile", "Desktop")
+    pre = fit_preprocessor(build_preprocessor({}), base)
+    model = {**MODEL, "ngrams": {**MODEL["ngrams"], "buckets": 1 << 20}}
+    arch = with_categorical(model, ["Device"])
+    nets = []
+    for _ in range(2):
+        nets.append(initialize(build_model(model, token_vocab(pre).vocabulary_size), 0))
+        nets[-1].ngrams.fit_ratios(bags_of(encode_frame(pre, base, model)), base["label"].to_numpy())
+    seqs, y = encode_frame(pre, target, arch), target["label"].to_numpy()
+    both = fit_target_ngrams(nets[0], seqs, y, target, arch, extend=True)
+    cats = fit_target_ngrams(nets[1], seqs, y, target, arch)
+    then = fit_target_ngrams(nets[1], seqs, y, target, model, extend=True)  # the categories are seen now
+    assert both == {"category_buckets": cats["category_buckets"], "extended_buckets": then["extended_buckets"]}
+    assert both["category_buckets"] == 2 and both["extended_buckets"] > 0
+    for name in ("ratio", "weight"):
+        np.testing.assert_array_equal(getattr(nets[0].ngrams, name).data().asnumpy(),
+                                      getattr(nets[1].ngrams, name).data().asnumpy())
 
 
 def test_stacking_weights_are_never_negative_and_shrink_to_the_plain_sum():
@@ -373,7 +399,7 @@ def test_a_bundle_reads_its_categorical_columns_when_it_predicts(tmp_path, imdb_
     import pandas as pd
 
     from xfer.models import with_categorical
-    from xfer.surgery import fit_category_features
+    from xfer.surgery import fit_target_ngrams
 
     frame = imdb_slice.iloc[250:350].assign(label=lambda f: f["label"].eq("pos").astype(int)).reset_index(drop=True)
     frame["Device"] = np.where(frame["label"] == 1, "Mobile", "Desktop")
@@ -383,7 +409,7 @@ def test_a_bundle_reads_its_categorical_columns_when_it_predicts(tmp_path, imdb_
     net = initialize(build_model(arch, vocab), 0)
     seqs, y = encode_frame(pre, frame, arch), frame["label"].to_numpy()
     net.ngrams.fit_ratios(bags_of(seqs), y)
-    fit_category_features(net, seqs, y, frame, arch)
+    fit_target_ngrams(net, seqs, y, frame, arch)
     path = save_bundle(tmp_path / "b", net, pre, arch, vocab, {"0": "neg", "1": "pos"})
     bundle = load_bundle(path)
     assert bundle.model_cfg["architecture"]["ngrams"]["categorical"] == ["Device"]

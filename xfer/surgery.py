@@ -64,40 +64,41 @@ def transplant(base, vocab_size: int, hidden: str = "keep", seed: int = 0, ctx=N
     return net
 
 
-def fit_category_features(net, seqs, labels, frame: pd.DataFrame, arch: Mapping) -> int:
-    """Give a transferred n-gram branch the target's categorical values (``model.ngrams.categorical``).
+def fit_target_ngrams(net, seqs, labels, frame: pd.DataFrame, arch: Mapping, extend: bool = False) -> dict[str, int]:
+    """Give a transferred n-gram branch what it cannot learn from the base: the target's
+    naive-Bayes log-count ratios (from the training reviews ``seqs``/``labels``, fitted once)
+    and weight 1 (the naive-Bayes log-odds; training moves it) in
 
-    The base never saw them: their buckets hold the ratios and weights of whatever base
-    n-grams hash there. They get the target's naive-Bayes log-count ratios from the training
-    reviews and weight 1 (the naive-Bayes log-odds; training moves it). Returns how many
-    buckets were set (0 without an n-gram branch or categorical columns)."""
-    spec = bag_spec(arch)
-    if getattr(net, "ngrams", None) is None or not spec or not spec["columns"] or not len(frame):
-        return 0
-    only = bag_buckets(np.concatenate(category_keys(frame, spec["columns"])), spec["buckets"])
-    return _target_buckets(net, seqs, labels, only)
+    - the buckets of the target's categorical values (``model.ngrams.categorical``): the base
+      never saw them, so they hold the ratios and weights of whatever base n-grams hash there;
+    - with ``extend`` (``transfer.ngrams=extend``), the buckets of the target's n-grams the base
+      never saw: their ratio is 0, so the branch cannot use them however it trains, while a
+      network trained on the target from scratch fits them. Buckets the base saw keep its ratio
+      and weight.
 
-
-def extend_ngram_ratios(net, seqs, labels) -> int:
-    """``transfer.ngrams=extend``: the n-grams of the target's training reviews that the base never
-    saw (their bucket's ratio is 0, so the branch cannot use them however it trains) get the
-    target's naive-Bayes log-count ratios, as a network trained on the target from scratch fits
-    them, and weight 1 (the naive-Bayes log-odds; training moves it); buckets the base saw keep
-    its ratio and weight. Returns how many buckets were set (0 without an n-gram branch)."""
+    Returns how many buckets each set holds (``category_buckets``, and ``extended_buckets``
+    with ``extend``); all 0 without an n-gram branch."""
+    counts = {"category_buckets": 0, **({"extended_buckets": 0} if extend else {})}
     if getattr(net, "ngrams", None) is None or not len(seqs):
-        return 0
-    seen = np.unique(np.concatenate(bags_of(seqs)))
-    ratio = net.ngrams.ratio.data().asnumpy()[:, 0]
-    return _target_buckets(net, seqs, labels, seen[(seen != 0) & (ratio[seen] == 0)])
-
-
-def _target_buckets(net, seqs, labels, only: np.ndarray) -> int:
-    """The target's naive-Bayes ratios and weight 1 in the buckets ``only``; returns their count."""
-    net.ngrams.fit_ratios(bags_of(seqs), labels, only=only)
-    weight = net.ngrams.weight.data().asnumpy()
-    weight[only] = 1.0
-    set_param(net.ngrams.weight, weight)
-    return len(only)
+        return counts
+    spec = bag_spec(arch)
+    cats = np.zeros(0, dtype=np.int64)
+    if spec and spec["columns"] and len(frame):
+        cats = np.unique(bag_buckets(np.concatenate(category_keys(frame, spec["columns"])), spec["buckets"]))
+    new = np.zeros(0, dtype=np.int64)
+    if extend:
+        seen = np.unique(np.concatenate(bags_of(seqs)))
+        ratio = net.ngrams.ratio.data().asnumpy()[:, 0]
+        new = np.setdiff1d(seen[(seen != 0) & (ratio[seen] == 0)], cats)
+        counts["extended_buckets"] = len(new)
+    counts["category_buckets"] = len(cats)
+    only = np.union1d(cats, new)
+    if len(only):
+        net.ngrams.fit_ratios(bags_of(seqs), labels, only=only)
+        weight = net.ngrams.weight.data().asnumpy()
+        weight[only] = 1.0
+        set_param(net.ngrams.weight, weight)
+    return counts
 
 
 def probe_init(net, seqs, labels, C: float = 1.0, seed: int = 0) -> float:

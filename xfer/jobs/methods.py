@@ -31,7 +31,7 @@ from ..models import build_model, initialize
 from ..pretrain import (WordVectors, adapt_vectors, apply_adaptation, apply_vectors, read_vectors,
                         unlabelled_texts)
 from ..schema import Pretrain
-from ..surgery import extend_ngram_ratios, extend_preprocessor, fit_category_features, probe_init, transplant
+from ..surgery import extend_preprocessor, fit_target_ngrams, probe_init, transplant
 from ..tracking import NullTracker, flatten, tracked_run
 from ..train import BeforeEpoch, release_memory
 from ..transforms import build_preprocessor, fit_preprocessor, token_vocab
@@ -91,10 +91,8 @@ def train_net(net, pre, split: Split, schedule, tracker: NullTracker, head_init:
     cfg = split.cfg
     splits = encode_splits(pre, split.ds, split.arch, cfg["trainer"])
     if getattr(net, "ngrams", None) is not None and net.ngrams.fitted():  # transferred: the base's ratios
-        tracker.log_metrics({"category_buckets": fit_category_features(net, *splits["train"], split.ds.train,
-                                                                       split.arch)})
-        if ngrams == "extend":
-            tracker.log_metrics({"extended_buckets": extend_ngram_ratios(net, *splits["train"])})
+        tracker.log_metrics(fit_target_ngrams(net, *splits["train"], split.ds.train, split.arch,
+                                              extend=ngrams == "extend"))
     if head_init == "probe":
         tracker.log_metrics({"probe_train_accuracy": probe_init(net, *splits["train"], seed=split.seed)})
     set_lr_mult(net, schedule.lr_mults(net))
