@@ -601,6 +601,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                         sample_variant("hotel_transfer_sample_no_categorical", "hotel_sample_no_categorical")),
                        ("hotel sample tfidf categorical",
                         sample_variant("hotel_transfer_sample_tfidf_categorical", "hotel_sample_tfidf_categorical")),
+                       ("hotel sample full", sample_variant("hotel_transfer_sample_full", "hotel_sample_full")),
                        ("epoch selection", epoch_selection_table),
                        ("learning curve", lambda: curve_table("learning_curve")),
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
