@@ -147,6 +147,13 @@ def delhi_selftrain() -> str:
                       "(`transfer.self_train=true`) and without", targets=True)
 
 
+def delhi_selftrain_full() -> str:
+    return delhi_line("hotel_delhi_selftrain_full", "hotel_delhi with unlabelled text at both ends, full schedule",
+                      [("transfer_full_selftrained", "self-trained"), ("transfer_full_adapted", "adapted"),
+                       ("scratch", "scratch"), ("tfidf_lr", "TF-IDF + LR")],
+                      "the same with the full schedule (`schedule=full`)", targets=True)
+
+
 def serving() -> str:
     r, p = load("serving_cnn_ngrams"), load("serving_profile")
     b = r["batch"]
@@ -226,7 +233,7 @@ def every_core(r: dict) -> str:
 
 
 def section() -> str:
-    parts = [imdb(), imdb_pretrained(), imdb_selftrain(), hotel_sample(), hotel_delhi(), delhi_pretrained(), delhi_selftrain(), serving(), memory(), preprocess(), speed(), sweeps()]
+    parts = [imdb(), imdb_pretrained(), imdb_selftrain(), hotel_sample(), hotel_delhi(), delhi_pretrained(), delhi_selftrain(), delhi_selftrain_full(), serving(), memory(), preprocess(), speed(), sweeps()]
     return f"{BEGIN}\n" + "\n".join(parts) + f"\n{END}"
 
 
@@ -607,6 +614,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("sample curve", lambda: curve_table("learning_curve_hotel_sample")),
                        ("pretrained curve", lambda: curve_table("hotel_delhi_pretrained")),
                        ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),
+                       ("selftrain full curve", lambda: curve_table("hotel_delhi_selftrain_full")),
                        ("titles curve", lambda: curve_table("hotel_delhi_titles")),
                        ("ngrams extend", ngrams_extend_table),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
