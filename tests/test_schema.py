@@ -74,6 +74,15 @@ def test_good_configs_validate_with_every_key_typed():
         assert validate(cfg) == cfg  # idempotent: jobs validate what they are given again
 
 
+def test_each_transfer_experiment_has_the_schedule_its_study_chose():
+    """hotel_delhi_transfer trains with `full` (ahead of gradual there), hotel_transfer with `gradual`
+    (level on the sample); a command-line schedule still wins."""
+    schedule = lambda *o: validate(compose_config(list(o)))["schedule"]["name"]  # noqa: E731
+    assert schedule("+experiment=hotel_delhi_transfer") == "full"
+    assert schedule("+experiment=hotel_transfer") == "gradual"
+    assert schedule("+experiment=hotel_delhi_transfer", "schedule=gradual") == "gradual"
+
+
 def test_schema_defaults_are_the_default_groups_values():
     """One place holds a default: the schema's equal the options config.yaml picks by default."""
     conf = ROOT / "xfer" / "conf"
