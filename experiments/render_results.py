@@ -622,7 +622,7 @@ def targets_table() -> str:
     any recorded study reached, and the verdict on the default."""
     from xfer.config import compose_config
 
-    yes = lambda ok: "**met**" if ok else "not met"  # noqa: E731
+    yes = lambda ok: "**met**" if ok else "not met"
     rows = ["| target | default | verdict | best measured (study) |", "|---|---|---|---|"]
     mean, worst, slowest = imdb_worst("imdb_base")
     imdb = {s: imdb_worst(s) for s in IMDB_STUDIES if recorded(s)}
