@@ -461,23 +461,25 @@ def curve_table(study: str) -> str:
             f"the sweep's output directories. {source(study, r)}")
 
 
-def ngrams_extend_table() -> str:
-    """transfer.ngrams=extend (its study) against keep (learning_curve's transfer_gradual): the same
-    splits, seeds and base."""
-    study = "hotel_delhi_ngrams_extend"
-    if not recorded(study) or not recorded("learning_curve"):
+def ngrams_extend_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "learning_curve",
+                        methods: tuple[str, ...] = ("transfer_gradual",)) -> str:
+    """transfer.ngrams=extend (``study``) against keep (the same ``methods`` of study ``kept``): the
+    same splits, seeds and base."""
+    if not recorded(study) or not recorded(kept):
         return not_yet(study)
-    r, keep = load(study), load("learning_curve")
+    r, keep = load(study), load(kept)
     ext, base = curve_means(r), curve_means(keep)
-    lines = ["| n_train | `keep` (learning_curve) | `extend` | extend - keep | scratch | tfidf_lr |", "|---|---|---|---|---|---|"]
+    lines = [f"| n_train | method | `keep` ({kept}) | `extend` | extend - keep | scratch | tfidf_lr |",
+             "|---|---|---|---|---|---|---|"]
     for n, row in ext.iterrows():
-        k = base.loc[n, "transfer_gradual"]
-        lines.append(f"| {n} | {k:.4f} | {row['transfer_gradual']:.4f} | {row['transfer_gradual'] - k:+.4f} | "
-                     f"{row['scratch']:.4f} | {row['tfidf_lr']:.4f} |")
+        for m in methods:
+            k = base.loc[n, m]
+            lines.append(f"| {n} | {m} | {k:.4f} | {row[m]:.4f} | {row[m] - k:+.4f} | "
+                         f"{row['scratch']:.4f} | {row['tfidf_lr']:.4f} |")
     same = r["records"][0]["base"] == keep["records"][0]["base"]
-    return ("\n".join(lines) + f"\n\nMean test ROC-AUC of transfer_gradual over 3 seeds; base `{r['records'][0]['base']}`"
-            f"{'' if same else ' (learning_curve: `' + keep['records'][0]['base'] + '`)'} {source(study, r)}; "
-            f"`keep` {source('learning_curve', keep)}.")
+    return ("\n".join(lines) + f"\n\nMean test ROC-AUC over 3 seeds; base `{r['records'][0]['base']}`"
+            f"{'' if same else ' (' + kept + ': `' + keep['records'][0]['base'] + '`)'} {source(study, r)}; "
+            f"`keep` {source(kept, keep)}.")
 
 
 def preprocess_table() -> str:
@@ -693,6 +695,9 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("selftrain full curve", lambda: curve_table("hotel_delhi_selftrain_full")),
                        ("titles curve", lambda: curve_table("hotel_delhi_titles")),
                        ("ngrams extend", ngrams_extend_table),
+                       ("selftrain full extend", lambda: ngrams_extend_table(
+                           "hotel_delhi_selftrain_full_extend", "hotel_delhi_selftrain_full",
+                           ("transfer_full", "transfer_full_adapted", "transfer_full_selftrained"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
                        ("team", team_table), ("pretrain bench", pretrain_bench_table),
