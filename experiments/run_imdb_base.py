@@ -3,6 +3,7 @@
     python experiments/run_imdb_base.py                                   # the default model, seed 0
     python experiments/run_imdb_base.py --seeds 0 1 2                     # several seeds, one JSON
     python experiments/run_imdb_base.py --encoders pool cnn bilstm gru --out experiments/results/imdb_base_encoders.json
+    python experiments/run_imdb_base.py --variant default --variant epochs_4 trainer.max_epochs=4   # one knob each
 
 Each (encoder, seed) runs `+experiment=imdb_base model=<encoder> seed=<seed>` in-process with
 tracking off (the figures come from the same code path as `python -m xfer.run`), on the official
@@ -34,18 +35,19 @@ PER_ENCODER = {
 }
 
 
-def run_one(enc: str, seed: int, extra: list[str]) -> dict:
+def run_one(enc: str, seed: int, extra: list[str], variant: str | None = None) -> dict:
     overrides = ["+experiment=imdb_base", f"model={enc}", f"seed={seed}", "tracking.enabled=false",
                  "trainer.progress=false", *PER_ENCODER.get(enc, []), *extra]
     cfg = validate(compose_config(overrides))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_task(cfg, tmp)
+        bundle_mb = dir_mb(result["bundle"]) if result["bundle"] else None
     m = result["metrics"]
-    return {"encoder": enc, "seed": seed, "overrides": overrides[1:], "test_accuracy": m["test_accuracy"],
+    return {"encoder": enc, **({"variant": variant} if variant else {}), "seed": seed, "overrides": overrides[1:], "test_accuracy": m["test_accuracy"],
             "test_roc_auc": m["test_roc_auc"], "test_f1": m["test_f1"], "train_seconds": m["train_seconds"],
             "preprocess_seconds": m["preprocess_seconds"], "wall_seconds": time.perf_counter() - t0,
-            "best_epoch": m["best_epoch"], "epochs_run": len(result["history"]),
+            "bundle_mb": bundle_mb, "best_epoch": m["best_epoch"], "epochs_run": len(result["history"]),
             # every epoch's validation scores: how close the kept epoch was to the others
             **{f"val_{k}_per_epoch": [h[f"val_{k}"] for h in result["history"]] for k in ("roc_auc", "accuracy")},
             **{k: v for k, v in m.items() if "_branch_" in k},
@@ -53,6 +55,13 @@ def run_one(enc: str, seed: int, extra: list[str]) -> dict:
             **{k: v for k, v in result["pretrain"].get("metrics", {}).items()},
             **({"pretrain_coverage": result["pretrain"]["coverage"]} if result["pretrain"] else {}),
             **self_training(result["loaded"].meta.get("self_train"), m), "config": cfg}
+
+
+def dir_mb(path: str) -> float:
+    """The size of a saved bundle (a directory or one file), in MB."""
+    p = Path(path)
+    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) / 2**20
 
 
 def self_training(meta: dict | None, metrics: dict) -> dict:
@@ -70,24 +79,32 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoders", nargs="+", default=["cnn_ngrams"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "OVERRIDE"),
+                    help="a named set of overrides on top of the common ones (repeatable; `--variant default` "
+                         "adds none); each variant runs every encoder and seed, summarised under its name")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "imdb_base.json"))
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     prov = provenance()  # before this script writes into the tree
+    variants = args.variant or [[None]]
     runs = []
-    for enc in args.encoders:
-        for seed in args.seeds:
-            runs.append(run_one(enc, seed, args.overrides))
-            print(json.dumps({k: v for k, v in runs[-1].items() if k != "config"}), flush=True)
+    for name, *extra in variants:
+        for enc in args.encoders:
+            for seed in args.seeds:
+                runs.append(run_one(enc, seed, [*args.overrides, *extra], name))
+                print(json.dumps({k: v for k, v in runs[-1].items() if k != "config"}), flush=True)
     summary = {}
-    for enc in args.encoders:
-        acc = [r["test_accuracy"] for r in runs if r["encoder"] == enc]
-        summary[enc] = {"seeds": len(acc), "test_accuracy_mean": statistics.mean(acc),
-                        "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
-                        "train_seconds_max": max(r["train_seconds"] for r in runs if r["encoder"] == enc)}
-        supervised = [r["supervised_seconds"] for r in runs if r["encoder"] == enc and "supervised_seconds" in r]
-        if supervised:  # self-training: teacher + network
-            summary[enc]["supervised_seconds_max"] = max(supervised)
+    for name, *_ in variants:
+        for enc in args.encoders:
+            group = [r for r in runs if r["encoder"] == enc and r.get("variant") == name]
+            key = enc if name is None else (name if len(args.encoders) == 1 else f"{name}/{enc}")
+            acc = [r["test_accuracy"] for r in group]
+            summary[key] = {"seeds": len(acc), "test_accuracy_mean": statistics.mean(acc),
+                            "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
+                            "train_seconds_max": max(r["train_seconds"] for r in group)}
+            supervised = [r["supervised_seconds"] for r in group if "supervised_seconds" in r]
+            if supervised:  # self-training: teacher + network
+                summary[key]["supervised_seconds_max"] = max(supervised)
     record = {**prov, "data": "IMDB official split: 22,500 train / 2,500 validation (seeded) / 25,000 test",
               "summary": summary, "runs": runs}
     # the data root of this machine becomes $XFER_DATA_DIR, as configs spell it
