@@ -381,7 +381,7 @@ def knobs_table() -> str:
     rows = []
     for x in r["runs"]:
         knob = ", ".join(f"`{o}`" for o in x["overrides"] if o not in common) or "the defaults"
-        rows.append(f"| {x['variant']} | {knob} | {x['test_accuracy']:.4f} ({x['test_accuracy'] - ref['test_accuracy']:+.4f}) | "
+        rows.append(f"| {x['variant']} | {knob} | {x['test_accuracy']:.4f} ({round(x['test_accuracy'] - ref['test_accuracy'], 4) + 0.0:+.4f}) | "
                     f"{x['test_roc_auc']:.4f} | {x['test_encoder_branch_accuracy']:.4f} | "
                     f"{x['test_ngrams_branch_accuracy']:.4f} | {x['train_seconds'] / 60:.1f} "
                     f"({x['train_seconds'] / ref['train_seconds']:.2f}x) | {x['epochs_run']} (best {x['best_epoch']}) | "
