@@ -490,25 +490,27 @@ def curve_table(study: str) -> str:
             f"the sweep's output directories. {source(study, r)}")
 
 
-def ngrams_extend_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "learning_curve",
-                        methods: tuple[str, ...] = ("transfer_gradual",)) -> str:
-    """transfer.ngrams=extend (``study``) against keep (the same ``methods`` of study ``kept``): the
-    same splits, seeds and base."""
+def setting_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "learning_curve",
+                  methods: tuple[str, ...] = ("transfer_gradual",),
+                  labels: tuple[str, str] = ("`keep`", "`extend`")) -> str:
+    """One setting changed (``study``, labelled ``labels[1]``) against the record it changes
+    (``kept``, ``labels[0]``), method by method: the same splits, seeds and base."""
     if not recorded(study) or not recorded(kept):
         return not_yet(study)
     r, keep = load(study), load(kept)
-    ext, base = curve_means(r), curve_means(keep)
-    lines = [f"| n_train | method | `keep` ({kept}) | `extend` | extend - keep | scratch | tfidf_lr |",
+    new, old = curve_means(r), curve_means(keep)
+    was, now = labels
+    lines = [f"| n_train | method | {was} ({kept}) | {now} | difference | scratch | tfidf_lr |",
              "|---|---|---|---|---|---|---|"]
-    for n, row in ext.iterrows():
+    for n, row in new.iterrows():
         for m in methods:
-            k = base.loc[n, m]
+            k = old.loc[n, m]
             lines.append(f"| {n} | {m} | {k:.4f} | {row[m]:.4f} | {row[m] - k:+.4f} | "
                          f"{row['scratch']:.4f} | {row['tfidf_lr']:.4f} |")
     same = r["records"][0]["base"] == keep["records"][0]["base"]
     return ("\n".join(lines) + f"\n\nMean test ROC-AUC over 3 seeds; base `{r['records'][0]['base']}`"
             f"{'' if same else ' (' + kept + ': `' + keep['records'][0]['base'] + '`)'} {source(study, r)}; "
-            f"`keep` {source(kept, keep)}.")
+            f"{was} {source(kept, keep)}.")
 
 
 def preprocess_table() -> str:
@@ -723,10 +725,13 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),
                        ("selftrain full curve", lambda: curve_table("hotel_delhi_selftrain_full")),
                        ("titles curve", lambda: curve_table("hotel_delhi_titles")),
-                       ("ngrams extend", ngrams_extend_table),
-                       ("selftrain full extend", lambda: ngrams_extend_table(
+                       ("ngrams extend", setting_table),
+                       ("selftrain full extend", lambda: setting_table(
                            "hotel_delhi_selftrain_full_extend", "hotel_delhi_selftrain_full",
                            ("transfer_full", "transfer_full_adapted", "transfer_full_selftrained"))),
+                       ("selftrain threshold", lambda: setting_table(
+                           "hotel_delhi_selftrain_threshold", "hotel_delhi_selftrain_full",
+                           ("transfer_full_selftrained",), ("threshold 0.9", "threshold 0.8"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
                        ("team", team_table), ("pretrain bench", pretrain_bench_table),
