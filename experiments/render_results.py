@@ -625,7 +625,8 @@ def mlflow_ui_table() -> str:
 IMDB_STUDIES = {"imdb_base": "the default", "imdb_base_pretrained": "pretrained vectors", **SELFTRAIN}
 #: the hotel_delhi studies whose sweeps read the data config's own text column
 DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_extend", "hotel_delhi_pretrained",
-                 "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend"]
+                 "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
+                 "hotel_delhi_selftrain_threshold"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
