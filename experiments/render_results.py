@@ -378,10 +378,11 @@ def knobs_table() -> str:
     r = load("imdb_base_knobs")
     ref = next(x for x in r["runs"] if x["variant"] == "default")
     common = set(ref["overrides"])
+    gain = lambda x: f"{round(x['test_accuracy'] - ref['test_accuracy'], 4) + 0.0:+.4f}"  # noqa: E731 - no "-0.0000"
     rows = []
     for x in r["runs"]:
         knob = ", ".join(f"`{o}`" for o in x["overrides"] if o not in common) or "the defaults"
-        rows.append(f"| {x['variant']} | {knob} | {x['test_accuracy']:.4f} ({round(x['test_accuracy'] - ref['test_accuracy'], 4) + 0.0:+.4f}) | "
+        rows.append(f"| {x['variant']} | {knob} | {x['test_accuracy']:.4f} ({gain(x)}) | "
                     f"{x['test_roc_auc']:.4f} | {x['test_encoder_branch_accuracy']:.4f} | "
                     f"{x['test_ngrams_branch_accuracy']:.4f} | {x['train_seconds'] / 60:.1f} "
                     f"({x['train_seconds'] / ref['train_seconds']:.2f}x) | {x['epochs_run']} (best {x['best_epoch']}) | "
@@ -390,7 +391,7 @@ def knobs_table() -> str:
     return ("| variant | overrides | test_accuracy (vs default) | test_roc_auc | encoder branch | n-gram branch | "
             "train min (vs default) | epochs | bundle MB |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
             + f"\n\nMost accurate: {best['variant']}, {best['test_accuracy']:.4f} "
-            f"({best['test_accuracy'] - ref['test_accuracy']:+.4f} over the default; for scale, the default's test accuracy "
+            f"({gain(best)} over the default; for scale, the default's test accuracy "
             f"spans {spread('imdb_base')} in `imdb_base`). Seed {ref['seed']} {source('imdb_base_knobs', r)}.")
 
 

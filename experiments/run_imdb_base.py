@@ -25,6 +25,8 @@ from xfer.jobs import run_task
 from xfer.provenance import provenance
 from xfer.schema import validate
 
+from studylib import mb
+
 #: per-encoder settings that keep each inside the 10-minute budget on 2 cores
 PER_ENCODER = {
     "pool": [],
@@ -42,7 +44,7 @@ def run_one(enc: str, seed: int, extra: list[str], variant: str | None = None) -
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_task(cfg, tmp)
-        bundle_mb = dir_mb(result["bundle"]) if result["bundle"] else None
+        bundle_mb = mb(Path(result["bundle"])) if result["bundle"] else None
     m = result["metrics"]
     return {"encoder": enc, **({"variant": variant} if variant else {}), "seed": seed, "overrides": overrides[1:], "test_accuracy": m["test_accuracy"],
             "test_roc_auc": m["test_roc_auc"], "test_f1": m["test_f1"], "train_seconds": m["train_seconds"],
@@ -55,13 +57,6 @@ def run_one(enc: str, seed: int, extra: list[str], variant: str | None = None) -
             **{k: v for k, v in result["pretrain"].get("metrics", {}).items()},
             **({"pretrain_coverage": result["pretrain"]["coverage"]} if result["pretrain"] else {}),
             **self_training(result["loaded"].meta.get("self_train"), m), "config": cfg}
-
-
-def dir_mb(path: str) -> float:
-    """The size of a saved bundle (a directory or one file), in MB."""
-    p = Path(path)
-    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
-    return sum(f.stat().st_size for f in files) / 2**20
 
 
 def self_training(meta: dict | None, metrics: dict) -> dict:
