@@ -28,7 +28,7 @@ import yaml
 from xfer.config import compose_config
 from xfer.provenance import provenance
 from xfer.report import (crossover, labels_to_match_text, learning_curve_plot, learning_curve_summary,
-                         learning_curve_table, runs_to_records)
+                         learning_curve_table, runs_to_records, self_training_table)
 from xfer.schema import validate
 
 from studylib import disk_use, mb, portable, store_runs
@@ -103,6 +103,9 @@ def render(record: dict, name: str) -> str:
     verdicts = "\n".join(f"- {v}" for v in record["verdicts"].values())
     verdicts += f"\n- {labels_to_match_text(summary)}"
     bases = ", ".join(f"{k} (IMDB test accuracy {v:.4f})" for k, v in record["base_test_accuracy"].items() if v)
+    selftrain = self_training_table(record["records"])
+    if selftrain:
+        selftrain = f"\nSelf-training on the target, means over seeds:\n\n{selftrain}"
     return (f"# {TITLES.get(name, name)}\n\n"
             f"Generated from [`results/{name}.json`](results/{name}.json) by `{record['command']}`, which runs "
             f"`{record['sweep_command']}` in an empty MLflow store.\n\n"
@@ -112,7 +115,7 @@ def render(record: dict, name: str) -> str:
             f"Disk: {record['store_mb']:.0f} MB for the whole store ({record['artifact_mb_per_base_run']:.0f} MB for "
             f"the base run, at most {record['artifact_mb_per_transfer_run']:.1f} MB per transfer run), "
             f"{record['outputs_mb']:.1f} MB in the sweep's output directories.\n\n"
-            f"{verdicts}\n\n{learning_curve_table(summary)}\n![learning curve]({name}.png)\n")
+            f"{verdicts}\n\n{learning_curve_table(summary)}{selftrain}\n![learning curve]({name}.png)\n")
 
 
 def main(argv: list[str]) -> None:

@@ -47,14 +47,29 @@ def test_labels_the_control_needs_to_match_transfer_are_read_off_its_curve():
     assert got[10000]["labels"] is None and got[10000]["ratio"] is None  # beyond the measured range
 
 
-def test_records_keep_the_branch_metrics_a_run_has():
+def test_records_keep_the_branch_and_self_training_metrics_a_run_has():
     from xfer.report import runs_to_records
 
-    runs = [{"run_id": "b", "tags": {"xfer.method": "transfer_gradual", "xfer.n_train": "100", "xfer.seed": "0"},
+    runs = [{"run_id": "c", "tags": {"xfer.method": "transfer_full_selftrained", "xfer.n_train": "100",
+                                     "xfer.seed": "0"},
+             "metrics": {"test_roc_auc": 0.92, "pseudo_labelled": 1500.0, "pseudo_positive_share": 0.7}},
+            {"run_id": "b", "tags": {"xfer.method": "transfer_gradual", "xfer.n_train": "100", "xfer.seed": "0"},
              "metrics": {"test_roc_auc": 0.9, "test_accuracy": 0.8, "test_encoder_branch_roc_auc": 0.85,
-                         "test_ngrams_branch_roc_auc": 0.88}},
+                         "test_ngrams_branch_roc_auc": 0.88, "self_train_unlabelled": 2979.0,
+                         "self_train_pseudo_labelled": 1500.0}},
             {"run_id": "a", "tags": {"xfer.method": "tfidf_lr", "xfer.n_train": "100", "xfer.seed": "0"},
              "metrics": {"test_roc_auc": 0.8}}]
-    net, control = runs_to_records(runs)
+    student, net, control = runs_to_records(runs)
     assert net["test_encoder_branch_roc_auc"] == 0.85 and net["test_ngrams_branch_roc_auc"] == 0.88
     assert "test_encoder_branch_accuracy" not in net and not any("branch" in k for k in control)
+    assert (net["self_train_unlabelled"], net["self_train_pseudo_labelled"]) == (2979, 1500)
+    assert (student["pseudo_labelled"], student["pseudo_positive_share"]) == (1500, 0.7)
+    assert not any("pseudo" in k for k in control)
+
+    from xfer.report import self_training_table
+
+    table = self_training_table([student, net, control]).splitlines()
+    assert table[0] == ("| n_train | method | self_train_unlabelled | self_train_pseudo_labelled | pseudo_labelled "
+                        "| pseudo_positive_share |")
+    assert len(table) == 4 and "| 100 | transfer_gradual | 2979 | 1500 |  |  |" in table
+    assert self_training_table([control]) == ""

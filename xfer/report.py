@@ -12,6 +12,11 @@ from .plots import markdown_table, save_figure
 #: what each branch of a two-branch network (``model.ngrams``) scores on its own
 BRANCH_METRICS = ("test_encoder_branch_roc_auc", "test_encoder_branch_accuracy", "test_ngrams_branch_roc_auc",
                   "test_ngrams_branch_accuracy")
+#: what self-training on the target did: the teacher's run counts the unlabelled reviews it scored
+#: and those it was sure of; the student's run the pseudo-labelled rows it trained on and their
+#: share of positives
+SELF_TRAIN_METRICS = ("self_train_unlabelled", "self_train_pseudo_labelled", "pseudo_labelled",
+                      "pseudo_positive_share")
 
 def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
     """MLflow child runs of transfer jobs (tags xfer.method / xfer.n_train / xfer.seed) -> records,
@@ -31,7 +36,7 @@ def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
                     "test_roc_auc": float(metrics["test_roc_auc"]),
                     "test_accuracy": float(metrics.get("test_accuracy", float("nan"))), "run_id": r["run_id"],
                     # the branches of a network with an n-gram branch, where it has them
-                    **{k: float(metrics[k]) for k in BRANCH_METRICS if k in metrics}})
+                    **{k: float(metrics[k]) for k in BRANCH_METRICS + SELF_TRAIN_METRICS if k in metrics}})
     return out
 
 
@@ -49,6 +54,23 @@ def learning_curve_table(summary) -> str:
     rows = [{"n_train": int(r.n_train), "method": r.method, "seeds": int(r["count"]), "test_roc_auc": float(r["mean"]),
              "std": float(r["std"]) if r["count"] > 1 else 0.0} for _, r in summary.iterrows()]
     return markdown_table(rows, ["n_train", "method", "seeds", "test_roc_auc", "std"])
+
+
+def self_training_table(records: Sequence[Mapping]) -> str:
+    """Markdown table of what target self-training did per (method, n_train), means over seeds:
+    the unlabelled reviews the teacher scored and was sure of, the pseudo-labelled rows the
+    student trained on and their share of positives; "" when no record has them."""
+    import pandas as pd
+
+    frame = pd.DataFrame([r for r in records if any(k in r for k in SELF_TRAIN_METRICS)])
+    if frame.empty:
+        return ""
+    cols = [c for c in SELF_TRAIN_METRICS if c in frame]
+    means = frame.groupby(["n_train", "method"])[cols].mean().reset_index()
+    rows = [{"n_train": int(r.n_train), "method": r.method,
+             **{c: (round(float(r[c])) if c != "pseudo_positive_share" else float(r[c]))
+                for c in cols if pd.notna(r[c])}} for _, r in means.iterrows()]
+    return markdown_table(rows, ["n_train", "method", *cols])
 
 
 def crossover(summary, method_prefix: str = "transfer", others=("scratch", "tfidf_lr")) -> dict[str, str]:
