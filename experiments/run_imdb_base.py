@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 from xfer.config import compose_config
-from xfer.data import data_dir
 from xfer.jobs import run_task
 from xfer.provenance import provenance
 from xfer.schema import validate
 
-from studylib import mb
+from studylib import mb, portable
 
 #: per-encoder settings that keep each inside the 10-minute budget on 2 cores
 PER_ENCODER = {
@@ -102,9 +101,7 @@ def main() -> None:
                 summary[key]["supervised_seconds_max"] = max(supervised)
     record = {**prov, "data": "IMDB official split: 22,500 train / 2,500 validation (seeded) / 25,000 test",
               "summary": summary, "runs": runs}
-    # the data root of this machine becomes $XFER_DATA_DIR, as configs spell it
-    text = json.dumps(record, indent=2).replace(str(data_dir()), "$XFER_DATA_DIR")
-    Path(args.out).write_text(text + "\n")
+    Path(args.out).write_text(json.dumps(portable(record), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ from pathlib import Path
 from xfer.data import data_dir
 
 
-def portable(obj, tmp: str):
-    """Paths of this machine out of a record: the data root becomes $XFER_DATA_DIR, a temporary
-    store becomes ``<temporary directory>``."""
-    text = json.dumps(obj).replace(str(data_dir()), "$XFER_DATA_DIR").replace(str(tmp), "<temporary directory>")
-    return json.loads(text)
+def portable(obj, tmp: str | None = None):
+    """Paths of this machine out of a record: the data root becomes $XFER_DATA_DIR (as configs
+    spell it), a temporary store ``tmp`` becomes ``<temporary directory>``."""
+    text = json.dumps(obj).replace(str(data_dir()), "$XFER_DATA_DIR")
+    return json.loads(text.replace(str(tmp), "<temporary directory>") if tmp else text)
 
 
 def mb(path: Path) -> float:
