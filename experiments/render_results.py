@@ -325,18 +325,26 @@ def selftrain_table() -> str:
 
 
 def docvectors_text() -> str:
-    if not recorded("explore_docvectors"):
+    """One paragraph per recorded document-vector exploration (tokens alone, then with n-grams)."""
+    studies = [s for s in ("explore_docvectors", "explore_docvectors_ngrams") if recorded(s)]
+    if not studies:
         return not_yet("explore_docvectors")
-    r = load("explore_docvectors")
-    st = r["settings"]
-    return (f"{st['doc2vec']}, {st['dim']} dimensions, {st['epochs']} epochs: trained in "
+    paragraphs = []
+    for study in studies:
+        r = load(study)
+        st = r["settings"]
+        words = "tokens" + (f" and their 2- to {st['ngrams']}-grams" if st.get("ngrams", 1) > 1 else "")
+        vocab = f" ({st['words']:,} words kept)" if "words" in st else ""
+        paragraphs.append(
+            f"**{words}**{vocab}: {st['doc2vec']}, {st['dim']} dimensions, {st['epochs']} epochs: trained in "
             f"{r['pretrain_seconds'] / 60:.1f} min, vectors inferred in {r['infer_seconds'] / 60:.1f} min. "
             f"A logistic regression on the vectors alone: test accuracy {r['docvectors_test_accuracy']:.4f} "
             f"(ROC-AUC {r['docvectors_test_roc_auc']:.4f}). Stacked on the validation reviews, the base's two "
             f"branches give {r['stack_2_test_accuracy']:.4f}, the two plus the document vectors "
             f"{r['stack_3_test_accuracy']:.4f} ({r['stack_3_test_accuracy'] - r['stack_2_test_accuracy']:+.4f}; "
             f"weights {', '.join(f'{w:.2f}' for w in r['stack_3_weights'])}); the base network itself "
-            f"{r['base_test_accuracy']:.4f}. Seed {st['seed']} {source('explore_docvectors', r)}.")
+            f"{r['base_test_accuracy']:.4f}. Seed {st['seed']} {source(study, r)}.")
+    return "\n\n".join(paragraphs)
 
 
 def epoch_selection_table() -> str:
@@ -350,7 +358,7 @@ def epoch_selection_table() -> str:
     rows = [f"| {data} | {n} | {method} | {k} | " + " | ".join(
         f"{c[rule]['test_roc_auc']:.4f} ({c[rule]['mean_epoch']:.1f})" for rule in rules) + " |"
         for (data, n, method, k), c in cells.items()]
-    return (f"| data | n_train | method | splits | " + " | ".join(f"`{rule}`" for rule in rules) + " |\n|"
+    return ("| data | n_train | method | splits | " + " | ".join(f"`{rule}`" for rule in rules) + " |\n|"
             + "---|" * (4 + len(rules)) + "\n" + "\n".join(rows)
             + f"\n\nTest ROC-AUC of the epoch each rule keeps (mean over splits; in brackets the mean kept epoch "
             f"of {max(len(run['curve']) for run in r['runs'])}), patience {r['patience']} "
