@@ -333,7 +333,8 @@ def docvectors_text() -> str:
     for study in studies:
         r = load(study)
         st = r["settings"]
-        words = "tokens" + (f" and their 2- to {st['ngrams']}-grams" if st.get("ngrams", 1) > 1 else "")
+        n = st.get("ngrams", 1)
+        words = "tokens" + ("" if n == 1 else " and their bigrams" if n == 2 else f" and their 2- to {n}-grams")
         vocab = f" ({st['words']:,} words kept)" if "words" in st else ""
         paragraphs.append(
             f"**{words}**{vocab}: {st['doc2vec']}, {st['dim']} dimensions, {st['epochs']} epochs: trained in "
