@@ -18,6 +18,7 @@ BRANCH_METRICS = ("test_encoder_branch_roc_auc", "test_encoder_branch_accuracy",
 SELF_TRAIN_METRICS = ("self_train_unlabelled", "self_train_pseudo_labelled", "pseudo_labelled",
                       "pseudo_positive_share")
 
+
 def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
     """MLflow child runs of transfer jobs (tags xfer.method / xfer.n_train / xfer.seed) -> records,
     one per (method, n_train, seed): the newest wins (``runs`` come newest first), so controls that
