@@ -73,3 +73,5 @@ def test_records_keep_the_branch_and_self_training_metrics_a_run_has():
                         "| pseudo_positive_share |")
     assert len(table) == 4 and "| 100 | transfer_gradual | 2979 | 1500 |  |  |" in table
     assert self_training_table([control]) == ""
+    empty = {**student, "n_train": 3079, "pseudo_labelled": 0.0, "pseudo_positive_share": 0.0}
+    assert "| 3079 | transfer_full_selftrained | 0 |  |" in self_training_table([empty]).splitlines()

@@ -71,6 +71,9 @@ def self_training_table(records: Sequence[Mapping]) -> str:
     rows = [{"n_train": int(r.n_train), "method": r.method,
              **{c: (round(float(r[c])) if c != "pseudo_positive_share" else float(r[c]))
                 for c in cols if pd.notna(r[c])}} for _, r in means.iterrows()]
+    for row in rows:  # no pseudo-labelled rows (no unlabelled pool): no share of positives either
+        if row.get("pseudo_labelled") == 0:
+            row.pop("pseudo_positive_share", None)
     return markdown_table(rows, ["n_train", "method", *cols])
 
 
