@@ -120,6 +120,29 @@ def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
     assert pseudo == teacher.data.metrics["self_train_pseudo_labelled"] and 0 < pseudo <= unlabelled
     assert student.data.params["n_train"] == "60" and student.data.metrics["test_roc_auc"] > 0.5
     assert int(student.data.params["rows.train"]) == 60 + pseudo
+    assert "self_train_unlabelled" not in student.data.metrics  # a student never pseudo-labels again
+
+
+def test_a_student_without_pseudo_labels_is_still_the_student(tmp_path):
+    """When the teacher is sure of no review (or the pool is empty: all labels used), the
+    self-trained transfer trains on the labelled rows alone, is recorded as the student and
+    does not score the pool a second time."""
+    from conftest import need_data
+
+    from helpers import TRANSFER_QUICK
+
+    need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
+    over = [*TRANSFER_QUICK, "transfer.repeats=1", "transfer.tsne.enabled=false", "data.n_train=60",
+            "transfer.methods=[transfer]", "transfer.self_train=true", "transfer.self_train_threshold=0.99999",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
+    cfg = validate(compose_config(over))
+    result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
+    assert [r["method"] for r in result["records"]] == ["transfer_gradual", "transfer_gradual_selftrained"]
+    [teacher] = list_runs(tmp_path, "tags.method = 'transfer_gradual'")
+    [student] = list_runs(tmp_path, "tags.method = 'transfer_gradual_selftrained'")
+    assert teacher.data.metrics["self_train_pseudo_labelled"] == 0
+    assert student.data.metrics["pseudo_labelled"] == 0 and int(student.data.params["rows.train"]) == 60
+    assert "self_train_unlabelled" not in student.data.metrics
 
 
 def test_transfer_self_training_needs_the_transfer_method():

@@ -56,13 +56,14 @@ class Split:
     adapt_metrics: dict = field(default_factory=dict)
     #: transfer.self_train: the target reviews the transfer's network is sure of (its teacher role)
     pseudo: pd.DataFrame | None = None
-    #: rows of ds.train that are pseudo-labelled (the self-trained transfer's split)
-    pseudo_rows: int = 0
+    #: rows of ds.train that are pseudo-labelled (the self-trained transfer's split; None on
+    #: every other split, so a student with no pseudo-labelled rows is still a student)
+    pseudo_rows: int | None = None
 
     @property
     def n_train(self) -> int:
         """Labelled training rows."""
-        return len(self.ds.train) - self.pseudo_rows
+        return len(self.ds.train) - (self.pseudo_rows or 0)
 
     @functools.cached_property
     def extra_texts(self) -> list[str]:
@@ -133,11 +134,12 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
                                  run, head_init=tcfg["head_init"], ngrams=tcfg["ngrams"])
     run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
                  "schedule.json")
-    if tcfg["self_train"] and not split.pseudo_rows and adapted == tcfg["adapt"]:
+    if tcfg["self_train"] and split.pseudo_rows is None and adapted == tcfg["adapt"]:
         split.pseudo = _pseudo_label(split, net, pre, run)  # this network is the self-training teacher
     if tcfg["save_bundle"]:
         # the method's label (METHODS), so no two transfers of a split share a directory
-        name = f"transfer_{sched['name']}{'_selftrained' if split.pseudo_rows else '_adapted' if adapted else ''}"
+        role = "_selftrained" if split.pseudo_rows is not None else "_adapted" if adapted else ""
+        name = f"transfer_{sched['name']}{role}"
         _save(split, run, net, pre, vocab, metrics, sched, name)
     return metrics, (net, pre)
 
