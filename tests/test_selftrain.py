@@ -95,25 +95,32 @@ def test_self_training_cannot_resume_and_bad_files_are_one_line_errors(tmp_path)
     assert not list_runs(tmp_path)
 
 
-def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
-    """transfer.self_train: the transfer's network pseudo-labels the training pool beyond the
-    labelled rows, and the base is transferred again on both (transfer_<schedule>_selftrained),
-    recorded under the labelled n_train beside the plain transfer."""
+def _self_trained_transfer(tmp_path, methods: str, threshold: float):
+    """A transfer job on the hotel sample (60 labels) with target self-training: its records and
+    the MLflow runs of the teacher and the student."""
     from conftest import need_data
 
     from helpers import TRANSFER_QUICK
 
     need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
     over = [*TRANSFER_QUICK, "transfer.repeats=1", "transfer.tsne.enabled=false", "data.n_train=60",
-            "transfer.methods=[transfer,tfidf_lr]", "transfer.self_train=true", "transfer.self_train_threshold=0.55",
+            f"transfer.methods={methods}", "transfer.self_train=true", f"transfer.self_train_threshold={threshold}",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
     cfg = validate(compose_config(over))
     result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
-    records = {r["method"]: r for r in result["records"]}
-    assert list(records) == ["transfer_gradual", "transfer_gradual_selftrained", "tfidf_lr"]
-    assert {r["n_train"] for r in records.values()} == {60}
     [teacher] = list_runs(tmp_path, "tags.method = 'transfer_gradual'")
     [student] = list_runs(tmp_path, "tags.method = 'transfer_gradual_selftrained'")
+    return result["records"], teacher, student
+
+
+def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
+    """transfer.self_train: the transfer's network pseudo-labels the training pool beyond the
+    labelled rows, and the base is transferred again on both (transfer_<schedule>_selftrained),
+    recorded under the labelled n_train beside the plain transfer."""
+    records, teacher, student = _self_trained_transfer(tmp_path, "[transfer,tfidf_lr]", 0.55)
+    records = {r["method"]: r for r in records}
+    assert list(records) == ["transfer_gradual", "transfer_gradual_selftrained", "tfidf_lr"]
+    assert {r["n_train"] for r in records.values()} == {60}
     unlabelled = teacher.data.metrics["self_train_unlabelled"]
     assert unlabelled == 349 - 60  # the pool beyond the labelled rows, never validation or test
     pseudo = student.data.metrics["pseudo_labelled"]
@@ -127,19 +134,8 @@ def test_a_student_without_pseudo_labels_is_still_the_student(tmp_path):
     """When the teacher is sure of no review (or the pool is empty: all labels used), the
     self-trained transfer trains on the labelled rows alone, is recorded as the student and
     does not score the pool a second time."""
-    from conftest import need_data
-
-    from helpers import TRANSFER_QUICK
-
-    need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
-    over = [*TRANSFER_QUICK, "transfer.repeats=1", "transfer.tsne.enabled=false", "data.n_train=60",
-            "transfer.methods=[transfer]", "transfer.self_train=true", "transfer.self_train_threshold=0.99999",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
-    cfg = validate(compose_config(over))
-    result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
-    assert [r["method"] for r in result["records"]] == ["transfer_gradual", "transfer_gradual_selftrained"]
-    [teacher] = list_runs(tmp_path, "tags.method = 'transfer_gradual'")
-    [student] = list_runs(tmp_path, "tags.method = 'transfer_gradual_selftrained'")
+    records, teacher, student = _self_trained_transfer(tmp_path, "[transfer]", 0.99999)
+    assert [r["method"] for r in records] == ["transfer_gradual", "transfer_gradual_selftrained"]
     assert teacher.data.metrics["self_train_pseudo_labelled"] == 0
     assert student.data.metrics["pseudo_labelled"] == 0 and int(student.data.params["rows.train"]) == 60
     assert "self_train_unlabelled" not in student.data.metrics
