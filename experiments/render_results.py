@@ -636,7 +636,7 @@ IMDB_STUDIES = {"imdb_base": "the default", "imdb_base_pretrained": "pretrained 
 #: the hotel_delhi studies whose sweeps read the data config's own text column
 DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_extend", "hotel_delhi_pretrained",
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
-                 "hotel_delhi_selftrain_threshold"]
+                 "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -744,6 +744,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                            "hotel_delhi_selftrain_threshold", "hotel_delhi_selftrain_full",
                            ("transfer_full_selftrained",), ("threshold 0.9", "threshold 0.8"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
+                       ("discriminative curve", lambda: curve_table("hotel_delhi_discriminative")),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
                        ("team", team_table), ("pretrain bench", pretrain_bench_table),
                        ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
