@@ -523,6 +523,28 @@ def setting_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "learnin
             f"{was} {source(kept, keep)}.")
 
 
+def tune_table() -> str:
+    """The Optuna search of the transfer's settings: each schedule's best trial on validation (its
+    test figure beside it), and the overrides of the best trial overall."""
+    if not recorded("tune_transfer"):
+        return not_yet("tune_transfer")
+    r = load("tune_transfer")
+    trials = r["trials"]
+    lines = ["| schedule | trials | best val_roc_auc | its test_roc_auc | its learning rate | embedding / hidden dropout |",
+             "|---|---|---|---|---|---|"]
+    schedules = sorted({t["params"]["schedule"] for t in trials},
+                       key=lambda s: -max(t["val_roc_auc"] for t in trials if t["params"]["schedule"] == s))
+    for name in schedules:
+        mine = [t for t in trials if t["params"]["schedule"] == name]
+        top = max(mine, key=lambda t: t["val_roc_auc"])
+        p = top["params"]
+        lines.append(f"| {name} | {len(mine)} | {top['val_roc_auc']:.4f} | {top['test_roc_auc']:.4f} | "
+                     f"{float(p['optimizer.lr']):.2g} | {float(p['model.embedding.dropout']):.2f} / "
+                     f"{float(p['model.hidden.dropout']):.2f} |")
+    return ("\n".join(lines) + f"\n\n{len(trials)} trials at n_train {r['n_train']}, seed {r['seed']}, in "
+            f"{r['wall_seconds'] / 60:.0f} min; best on validation: `{r['best']['overrides']}` {source('tune_transfer', r)}.")
+
+
 def preprocess_table() -> str:
     r = load("preprocess")
     runs = r["runs"]
@@ -636,7 +658,7 @@ IMDB_STUDIES = {"imdb_base": "the default", "imdb_base_pretrained": "pretrained 
 #: the hotel_delhi studies whose sweeps read the data config's own text column
 DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_extend", "hotel_delhi_pretrained",
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
-                 "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative"]
+                 "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -745,6 +767,10 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                            ("transfer_full_selftrained",), ("threshold 0.9", "threshold 0.8"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
                        ("discriminative curve", lambda: curve_table("hotel_delhi_discriminative")),
+                       ("tune", tune_table),
+                       ("tuned", lambda: setting_table(
+                           "hotel_delhi_tuned", "hotel_delhi_discriminative", ("transfer_full",),
+                           ("defaults", "tuned"))),
                        ("preprocess", preprocess_table), ("speed", speed_table), ("sweeps", sweeps_table),
                        ("team", team_table), ("pretrain bench", pretrain_bench_table),
                        ("memory", memory_table), ("mlflow ui", mlflow_ui_table)]:
