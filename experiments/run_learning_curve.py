@@ -31,7 +31,7 @@ from xfer.report import (crossover, labels_to_match_text, learning_curve_plot, l
                          learning_curve_table, runs_to_records, self_training_table)
 from xfer.schema import validate
 
-from studylib import disk_use, mb, portable, store_runs
+from studylib import disk_use, mb, portable, results_path, store_runs, sweep_page_source
 
 HERE = Path(__file__).resolve().parent
 TITLES = {"learning_curve": "hotel_delhi: transfer from the IMDB base against the controls",
@@ -98,7 +98,6 @@ def sweep(store: Path, experiment: str, overrides: list[str]) -> dict:
 
 def render(record: dict, name: str) -> str:
     """The markdown page of a record (generated, never edited by hand)."""
-    m = record["machine"]
     summary = learning_curve_summary(record["records"])
     verdicts = "\n".join(f"- {v}" for v in record["verdicts"].values())
     verdicts += f"\n- {labels_to_match_text(summary)}"
@@ -107,10 +106,7 @@ def render(record: dict, name: str) -> str:
     if selftrain:
         selftrain = f"\nSelf-training on the target, means over seeds:\n\n{selftrain}"
     return (f"# {TITLES.get(name, name)}\n\n"
-            f"Generated from [`results/{name}.json`](results/{name}.json) by `{record['command']}`, which runs "
-            f"`{record['sweep_command']}` in an empty MLflow store.\n\n"
-            f"Commit {record['commit'][:12]}{' (dirty tree)' if record['dirty'] else ''}, {record['date']}, "
-            f"{m['cpu']}, {m['cores']} cores. {record['jobs_finished']} of {record['jobs_started']} jobs finished "
+            f"{sweep_page_source(record, name)} {record['jobs_finished']} of {record['jobs_started']} jobs finished "
             f"in {record['wall_seconds'] / 60:.0f} min; {record['bases_trained']} base trained: {bases}. "
             f"Disk: {record['store_mb']:.0f} MB for the whole store ({record['artifact_mb_per_base_run']:.0f} MB for "
             f"the base run, at most {record['artifact_mb_per_transfer_run']:.1f} MB per transfer run), "
@@ -121,8 +117,7 @@ def render(record: dict, name: str) -> str:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     out = Path(args.out_dir)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    path = out / "results" / f"{args.name}.json"
+    path = results_path(out, args.name)
     if not args.report:
         prov = provenance()  # before this script writes into the tree
         with tempfile.TemporaryDirectory(prefix="xfer-curve-") as tmp:

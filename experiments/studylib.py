@@ -44,3 +44,19 @@ def disk_use(uri: str, *outputs: Path) -> dict:
     return {"artifact_mb_per_base_run": max((s for task, _, s in sizes if task == "train"), default=0.0),
             "artifact_mb_per_transfer_run": max((s for _, m, s in sizes if m.startswith("transfer_")), default=0.0),
             "artifact_mb_all_runs": sum(s for *_, s in sizes), "outputs_mb": sum(mb(o) for o in outputs)}
+
+
+def results_path(out_dir: str | Path, name: str) -> Path:
+    """``<out_dir>/results/<name>.json``, its directory made."""
+    (Path(out_dir) / "results").mkdir(parents=True, exist_ok=True)
+    return Path(out_dir) / "results" / f"{name}.json"
+
+
+def sweep_page_source(record: dict, name: str) -> str:
+    """The opening of a sweep study's page: the JSON and the commands it comes from, the commit and
+    the machine."""
+    m = record["machine"]
+    return (f"Generated from [`results/{name}.json`](results/{name}.json) by `{record['command']}`, which runs "
+            f"`{record['sweep_command']}` in an empty MLflow store.\n\n"
+            f"Commit {record['commit'][:12]}{' (dirty tree)' if record['dirty'] else ''}, {record['date']}, "
+            f"{m['cpu']}, {m['cores']} cores.")

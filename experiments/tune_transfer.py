@@ -27,7 +27,7 @@ from pathlib import Path
 from xfer.plots import markdown_table
 from xfer.provenance import provenance
 
-from studylib import portable, store_runs
+from studylib import portable, results_path, store_runs, sweep_page_source
 
 HERE = Path(__file__).resolve().parent
 #: the search space of conf/hparams_search/transfer_optuna.yaml, as the trials' overrides name it
@@ -105,15 +105,12 @@ def best_trial(trials: list[dict]) -> dict:
 
 def render(record: dict, name: str) -> str:
     """The markdown page of a record (generated, never edited by hand)."""
-    m, trials = record["machine"], record["trials"]
+    trials = record["trials"]
     best = record["best"]
     rows = [{"job": t["job"], **{k: shown(t["params"].get(k, "")) for k in SEARCHED}, "val_roc_auc": t["val_roc_auc"],
              "test_roc_auc": t["test_roc_auc"]} for t in sorted(trials, key=lambda t: -t["val_roc_auc"])]
     return (f"# {name}: the transfer's settings searched on validation ROC-AUC\n\n"
-            f"Generated from [`results/{name}.json`](results/{name}.json) by `{record['command']}`, which runs "
-            f"`{record['sweep_command']}` in an empty MLflow store.\n\n"
-            f"Commit {record['commit'][:12]}{' (dirty tree)' if record['dirty'] else ''}, {record['date']}, "
-            f"{m['cpu']}, {m['cores']} cores. {len(trials)} trials at n_train {record['n_train']}, seed "
+            f"{sweep_page_source(record, name)} {len(trials)} trials at n_train {record['n_train']}, seed "
             f"{record['seed']}, in {record['wall_seconds'] / 60:.0f} min (exit code {record['exit_code']}).\n\n"
             f"Best on validation: job {best['job']}, `{best['overrides']}` (validation ROC-AUC "
             f"{best['val_roc_auc']:.4f}, test {best['test_roc_auc']:.4f}). The test column is shown, never used "
@@ -124,8 +121,7 @@ def render(record: dict, name: str) -> str:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     out = Path(args.out_dir)
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    path = out / "results" / f"{args.name}.json"
+    path = results_path(out, args.name)
     if not args.report:
         prov = provenance()  # before this script writes into the tree
         with tempfile.TemporaryDirectory(prefix="xfer-tune-") as tmp:
