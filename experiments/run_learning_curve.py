@@ -16,22 +16,19 @@ one (for `mlflow ui`).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 from xfer.config import compose_config
-from xfer.provenance import provenance
 from xfer.report import (crossover, labels_to_match_text, learning_curve_plot, learning_curve_summary,
                          learning_curve_table, runs_to_records, self_training_table)
 from xfer.schema import validate
 
-from studylib import disk_use, mb, portable, results_path, store_runs, sweep_page_source
+from studylib import disk_use, mb, recorded_study, store_runs, sweep_page_source
 
 HERE = Path(__file__).resolve().parent
 TITLES = {"learning_curve": "hotel_delhi: transfer from the IMDB base against the controls",
@@ -117,12 +114,12 @@ def render(record: dict, name: str) -> str:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     out = Path(args.out_dir)
-    path = results_path(out, args.name)
-    if not args.report:
-        prov = provenance()  # before this script writes into the tree
-        with tempfile.TemporaryDirectory(prefix="xfer-curve-") as tmp:
-            result = sweep(Path(args.store or tmp), args.experiment, args.overrides)
-            record = portable({**prov, **result}, args.store or tmp)
+
+    def make(tmp: Path) -> tuple[dict, Path]:
+        root = Path(args.store) if args.store else tmp
+        return sweep(root, args.experiment, args.overrides), root
+
+    def finish(record: dict) -> None:
         if not record["records"]:
             raise SystemExit(f"the sweep recorded no finished transfer runs (exit code {record['exit_code']})")
         summary = learning_curve_summary(record["records"])
@@ -130,8 +127,8 @@ def main(argv: list[str]) -> None:
         record["summary"] = [{"n_train": int(r.n_train), "method": r.method, "seeds": int(r["count"]),
                               "test_roc_auc": float(r["mean"]), "test_roc_auc_std": float(r["std"])}
                              for _, r in summary.iterrows()]
-        path.write_text(json.dumps(record, indent=2) + "\n")
-    record = json.loads(path.read_text())
+
+    record = recorded_study(out, args.name, args.report, "xfer-curve-", make, finish)
     learning_curve_plot(learning_curve_summary(record["records"]), out / f"{args.name}.png",
                         TITLES.get(args.name, args.name))
     page = render(record, args.name)

@@ -3,7 +3,9 @@ without this machine's paths."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 from xfer.data import data_dir
 
@@ -60,3 +62,23 @@ def sweep_page_source(record: dict, name: str) -> str:
             f"`{record['sweep_command']}` in an empty MLflow store.\n\n"
             f"Commit {record['commit'][:12]}{' (dirty tree)' if record['dirty'] else ''}, {record['date']}, "
             f"{m['cpu']}, {m['cores']} cores.")
+
+
+def recorded_study(out_dir: str | Path, name: str, report: bool, prefix: str,
+                   make: Callable[[Path], tuple[dict, Path]], finish: Callable[[dict], None]) -> dict:
+    """A study's record: with ``report``, the one in ``results/<name>.json``; otherwise made anew -
+    the provenance taken before anything is written into the tree, ``make(tmp)`` run in a fresh
+    temporary directory (it returns its result and the directory it worked in, whose path the
+    record leaves out), ``finish(record)`` adding what is derived (or raising SystemExit when there
+    is nothing to record) - and written there."""
+    from xfer.provenance import provenance
+
+    path = results_path(out_dir, name)
+    if not report:
+        prov = provenance()
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            result, root = make(Path(tmp))
+            record = portable({**prov, **result}, str(root))
+        finish(record)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    return json.loads(path.read_text())

@@ -16,18 +16,15 @@ study of its own (`run_learning_curve.py ... -- <the best overrides>`).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from xfer.plots import markdown_table
-from xfer.provenance import provenance
 
-from studylib import portable, results_path, store_runs, sweep_page_source
+from studylib import recorded_study, store_runs, sweep_page_source
 
 HERE = Path(__file__).resolve().parent
 #: the search space of conf/hparams_search/transfer_optuna.yaml, as the trials' overrides name it
@@ -121,17 +118,14 @@ def render(record: dict, name: str) -> str:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     out = Path(args.out_dir)
-    path = results_path(out, args.name)
-    if not args.report:
-        prov = provenance()  # before this script writes into the tree
-        with tempfile.TemporaryDirectory(prefix="xfer-tune-") as tmp:
-            record = portable({**prov, **search(Path(tmp), args)}, tmp)
+
+    def finish(record: dict) -> None:
         if not record["trials"]:
             raise SystemExit(f"the search recorded no finished trials (exit code {record['exit_code']})")
         best = best_trial(record["trials"])
         record["best"] = {**best, "overrides": " ".join(f"{k}={v}" for k, v in sorted(best["params"].items()))}
-        path.write_text(json.dumps(record, indent=2) + "\n")
-    record = json.loads(path.read_text())
+
+    record = recorded_study(out, args.name, args.report, "xfer-tune-", lambda tmp: (search(tmp, args), tmp), finish)
     page = render(record, args.name)
     (out / f"{args.name}.md").write_text(page)
     print(page)
