@@ -138,7 +138,7 @@ def test_a_student_without_pseudo_labels_is_still_the_student(tmp_path):
     assert [r["method"] for r in records] == ["transfer_gradual", "transfer_gradual_selftrained"]
     assert teacher.data.metrics["self_train_pseudo_labelled"] == 0
     assert student.data.metrics["pseudo_labelled"] == 0 and int(student.data.params["rows.train"]) == 60
-    assert "self_train_unlabelled" not in student.data.metrics
+    assert "self_train_unlabelled" not in student.data.metrics and "pseudo_positive_share" not in student.data.metrics
 
 
 def test_transfer_self_training_needs_the_transfer_method():

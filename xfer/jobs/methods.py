@@ -165,8 +165,9 @@ def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
     extra = pseudo_frame(split.pseudo, split.ds.categorical)
     student = dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
         [split.ds.train, extra], ignore_index=True)), pseudo=None, pseudo_rows=len(extra))
+    # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
     run.log_metrics({"pseudo_labelled": len(extra),
-                     "pseudo_positive_share": float(extra["label"].mean()) if len(extra) else 0.0})
+                     **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
     run.log_params({"rows.train": len(student.ds.train)})
     split.pseudo = None
     return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
