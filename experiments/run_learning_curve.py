@@ -16,9 +16,7 @@ one (for `mlflow ui`).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -28,7 +26,7 @@ from xfer.report import (crossover, labels_to_match_text, learning_curve_plot, l
                          learning_curve_table, runs_to_records, self_training_table)
 from xfer.schema import validate
 
-from studylib import disk_use, mb, recorded_study, store_runs, sweep_page_source
+from studylib import disk_use, mb, recorded_study, run_sweep, store_runs, sweep_page_source
 
 HERE = Path(__file__).resolve().parent
 TITLES = {"learning_curve": "hotel_delhi: transfer from the IMDB base against the controls",
@@ -56,15 +54,7 @@ def sweep(store: Path, experiment: str, overrides: list[str]) -> dict:
     """Run the sweep in ``store`` (its working directory) and read back what it recorded."""
     if store.exists() and any(store.iterdir()):
         raise SystemExit(f"{store}: not empty (the study starts from an empty store)")
-    store.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    user_args = ["-m", f"+experiment={experiment}", *overrides]
-    cmd = [sys.executable, "-m", "xfer.run", *user_args, f"tracking.uri={uri}",
-           f"tracking.artifact_location={store / 'artifacts'}", "trainer.progress=false", "base.trainer.progress=false"]
-    t0 = time.perf_counter()
-    with open(store / "sweep.log", "w") as log:
-        code = subprocess.call(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
+    uri, ran = run_sweep(store, ["-m", f"+experiment={experiment}", *overrides])
     runs = store_runs(uri)
     parents = [r for r in runs if r.data.tags.get("xfer.task") == "sweep"]
     jobs = [r for r in runs if parents and r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -84,8 +74,7 @@ def sweep(store: Path, experiment: str, overrides: list[str]) -> dict:
     job_overrides = [yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) for d in job_dirs]
     config = validate(compose_config(job_overrides[0])) if job_overrides else None
     base_metrics = {b.data.params.get("model.name", "?"): b.data.metrics.get("test_accuracy") for b in bases.values()}
-    return {"sweep_command": " ".join(["python", "-m", "xfer.run", *user_args]), "exit_code": code,
-            "wall_seconds": wall, "jobs_started": len(jobs),
+    return {**ran, "jobs_started": len(jobs),
             "jobs_finished": sum(r.info.status == "FINISHED" for r in jobs),
             "jobs_failed": sum(r.info.status == "FAILED" for r in jobs), "bases_trained": len(bases),
             "base_test_accuracy": base_metrics,

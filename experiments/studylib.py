@@ -3,7 +3,10 @@ without this machine's paths."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +23,22 @@ def portable(obj, tmp: str | None = None):
 def mb(path: Path) -> float:
     """MB of the files under ``path`` (0 when it does not exist)."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20 if path.exists() else 0.0
+
+
+def run_sweep(store: Path, user_args: list[str], *extra: str) -> tuple[str, dict]:
+    """Run ``python -m xfer.run <user_args>`` with tracking into ``store`` (also its working
+    directory and where sweep.log goes), progress bars off, then ``extra`` overrides; returns the
+    store's tracking URI and the sweep's command as a user types it, exit code and wall time."""
+    store.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "xfer.run", *user_args, f"tracking.uri={uri}",
+           f"tracking.artifact_location={store / 'artifacts'}", "trainer.progress=false",
+           "base.trainer.progress=false", *extra]
+    t0 = time.perf_counter()
+    with open(store / "sweep.log", "w") as log:
+        code = subprocess.call(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT)
+    return uri, {"sweep_command": " ".join(["python", "-m", "xfer.run", *user_args]), "exit_code": code,
+                 "wall_seconds": time.perf_counter() - t0}
 
 
 def store_runs(uri: str) -> list:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from xfer.plots import markdown_table
 
-from studylib import recorded_study, store_runs, sweep_page_source
+from studylib import recorded_study, run_sweep, store_runs, sweep_page_source
 
 HERE = Path(__file__).resolve().parent
 #: the search space of conf/hparams_search/transfer_optuna.yaml, as the trials' overrides name it
@@ -54,18 +52,10 @@ def trial_params(overrides: str) -> dict[str, str]:
 def search(store: Path, args: argparse.Namespace) -> dict:
     """Run the search in ``store`` (its working directory, so optuna.db lands there) and read back
     every trial's transferred network."""
-    store.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    user_args = ["-m", f"+experiment={args.experiment}", "hparams_search=transfer_optuna",
-                 f"data.n_train={args.n_train}", f"seed={args.seed}", f"hydra.sweeper.n_trials={args.trials}",
-                 *args.overrides]
-    cmd = [sys.executable, "-m", "xfer.run", *user_args, f"tracking.uri={uri}",
-           f"tracking.artifact_location={store / 'artifacts'}", "trainer.progress=false",
-           "base.trainer.progress=false", "transfer.save_bundle=false"]
-    t0 = time.perf_counter()
-    with open(store / "sweep.log", "w") as log:
-        code = subprocess.call(cmd, cwd=store, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
+    uri, ran = run_sweep(store, ["-m", f"+experiment={args.experiment}", "hparams_search=transfer_optuna",
+                                 f"data.n_train={args.n_train}", f"seed={args.seed}",
+                                 f"hydra.sweeper.n_trials={args.trials}", *args.overrides],
+                         "transfer.save_bundle=false")
     runs = store_runs(uri)
     jobs = {r.info.run_id: r for r in runs if r.data.tags.get("xfer.task") == "transfer"
             and "objective" in r.data.metrics}
@@ -82,8 +72,7 @@ def search(store: Path, args: argparse.Namespace) -> dict:
                        "test_accuracy": float(metrics.get("test_accuracy", float("nan")))})
     trials.sort(key=lambda t: t["job"])
     base = next((r for r in runs if r.data.tags.get("xfer.task") == "train"), None)
-    return {"sweep_command": " ".join(["python", "-m", "xfer.run", *user_args]), "exit_code": code,
-            "wall_seconds": wall, "n_train": args.n_train, "seed": args.seed,
+    return {**ran, "n_train": args.n_train, "seed": args.seed,
             "base_test_accuracy": base.data.metrics.get("test_accuracy") if base else None, "trials": trials}
 
 
