@@ -658,7 +658,8 @@ IMDB_STUDIES = {"imdb_base": "the default", "imdb_base_pretrained": "pretrained 
 #: the hotel_delhi studies whose sweeps read the data config's own text column
 DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_extend", "hotel_delhi_pretrained",
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
-                 "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned"]
+                 "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned",
+                 "hotel_delhi_target_selftrain"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -767,6 +768,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                            ("transfer_full_selftrained",), ("threshold 0.9", "threshold 0.8"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
                        ("discriminative curve", lambda: curve_table("hotel_delhi_discriminative")),
+                       ("target selftrain curve", lambda: curve_table("hotel_delhi_target_selftrain")),
                        ("tune", tune_table),
                        ("tuned", lambda: setting_table(
                            "hotel_delhi_tuned", "hotel_delhi_discriminative", ("transfer_full",),
