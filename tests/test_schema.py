@@ -83,6 +83,16 @@ def test_each_transfer_experiment_has_the_schedule_its_study_chose():
     assert schedule("+experiment=hotel_delhi_transfer", "schedule=gradual") == "gradual"
 
 
+def test_hotel_delhi_self_trains_on_its_target_by_default_and_the_search_does_not():
+    """hotel_delhi_transfer (and learning_curve) pseudo-label the unlabelled training pool; the
+    sample has none (hotel_transfer: off); the transfer search tunes the transfer alone."""
+    on = lambda *o: validate(compose_config(list(o)))["transfer"]["self_train"]  # noqa: E731
+    assert on("+experiment=hotel_delhi_transfer") and on("+experiment=learning_curve")
+    assert not on("+experiment=hotel_transfer") and not on("+experiment=hotel_delhi_transfer", "transfer.self_train=false")
+    search = yaml.safe_load((ROOT / "xfer" / "conf" / "hparams_search" / "transfer_optuna.yaml").read_text())
+    assert search["hydra"]["sweeper"]["params"]["transfer.self_train"] is False
+
+
 def test_schema_defaults_are_the_default_groups_values():
     """One place holds a default: the schema's equal the options config.yaml picks by default."""
     conf = ROOT / "xfer" / "conf"
