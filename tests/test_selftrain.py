@@ -27,6 +27,23 @@ def test_pseudo_labels_keep_the_confident_reviews_with_the_teachers_decision():
         pseudo_labelled(texts, p[:2], threshold=0.9)
 
 
+def test_balanced_pseudo_labels_keep_the_labelled_share_by_cutting_the_over_represented_class():
+    texts = list("abcdefg")
+    p = np.array([0.95, 0.99, 0.92, 0.97, 0.05, 0.5, 0.08])  # 4 sure positives, 2 sure negatives
+    # a share of 1/3 positives: 2 negatives allow 1 positive, the surest (b)
+    assert pseudo_labelled(texts, p, 0.9, positive_share=1 / 3)["text"].tolist() == ["b", "e", "g"]
+    # 0.8: 4 positives allow 1 negative, the surest (e); at 2/3 both classes stay whole
+    assert pseudo_labelled(texts, p, 0.9, positive_share=0.8)["text"].tolist() == ["a", "b", "c", "d", "e"]
+    assert pseudo_labelled(texts, p, 0.9, positive_share=2 / 3)["text"].tolist() == ["a", "b", "c", "d", "e", "g"]
+    # 0.9 with 1 positive sure: the negatives are cut (1 positive allows 0.11 negatives -> none)
+    q = np.array([0.95, 0.5, 0.02, 0.04, 0.5, 0.5, 0.5])
+    assert pseudo_labelled(texts, q, 0.9, positive_share=0.9)["text"].tolist() == ["a"]
+    # 0.5 there: the surest negative joins the positive
+    assert pseudo_labelled(texts, q, 0.9, positive_share=0.5)["text"].tolist() == ["a", "c"]
+    with pytest.raises(ValueError, match="positive_share must be strictly between 0 and 1, not 1.0"):
+        pseudo_labelled(texts, p, 0.9, positive_share=1.0)
+
+
 def test_threshold_must_be_above_one_half_and_only_a_base_self_trains():
     with pytest.raises(ConfigError, match=r"self_train.threshold: .*> 0.5"):
         validate(compose_config([*QUICK, "self_train.threshold=0.5"]))

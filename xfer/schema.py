@@ -413,6 +413,8 @@ class Transfer:
                                   "is transferred again on both: adds transfer_<schedule>_selftrained")
     self_train_threshold: float = key(0.9, "pseudo-label a review when the teacher's p >= this or <= 1 - this",
                                       gt=0.5, lt=1)
+    self_train_balance: bool = key(False, "keep the pseudo-labels' share of positives at the labelled rows': the "
+                                          "class the teacher over-represents is cut to its surest reviews")
     methods: list = key(list(METHODS), "methods compared (scratch_pretrained: scratch with the base's pretrained "
                                        "vectors; skipped when the base has none)", choices=METHODS)
     save_bundle: bool = key(True, "save (and log) the transferred network's bundle")

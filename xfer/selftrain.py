@@ -30,16 +30,29 @@ def unlabelled_texts(scfg: Mapping) -> list[str]:
 
 
 def pseudo_labelled(texts: Sequence[str], proba: np.ndarray, threshold: float,
-                    max_rows: int | None = None) -> pd.DataFrame:
+                    max_rows: int | None = None, positive_share: float | None = None) -> pd.DataFrame:
     """The reviews the teacher is sure of: ``text``, ``label`` (1 if p >= 0.5) and ``confidence``
-    (max(p, 1 - p)); with ``max_rows`` the surest ones (ties in input order), in input order."""
+    (max(p, 1 - p)); with ``positive_share`` the class the teacher over-represents against that
+    share is cut to its surest reviews; with ``max_rows`` the surest ones (ties in input order);
+    rows in input order."""
     proba = np.asarray(proba, dtype=np.float64)
     if len(proba) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(proba)} probabilities")
     confidence = np.maximum(proba, 1.0 - proba)
+    surest = lambda idx, n: idx[np.argsort(-confidence[idx], kind="stable")[:n]]  # noqa: E731
     keep = np.flatnonzero(confidence >= threshold)
+    if positive_share is not None:
+        if not 0.0 < positive_share < 1.0:
+            raise ValueError(f"positive_share must be strictly between 0 and 1, not {positive_share}")
+        pos, neg = keep[proba[keep] >= 0.5], keep[proba[keep] < 0.5]
+        ratio = positive_share / (1.0 - positive_share)  # positives per negative
+        if len(pos) > len(neg) * ratio:
+            pos = surest(pos, int(round(len(neg) * ratio)))
+        else:
+            neg = surest(neg, int(round(len(pos) / ratio)))
+        keep = np.sort(np.concatenate([pos, neg]))
     if max_rows is not None and len(keep) > max_rows:
-        keep = np.sort(keep[np.argsort(-confidence[keep], kind="stable")[:max_rows]])
+        keep = np.sort(surest(keep, max_rows))
     return pd.DataFrame({"text": [texts[i] for i in keep], "label": (proba[keep] >= 0.5).astype(int),
                          "confidence": confidence[keep]})
 

@@ -151,7 +151,8 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
     pool = [t for t in split.ds.pool_text if t not in labelled]
     texts = [t for t in pool + split.extra_texts if t.strip()]
     proba = score_texts(net, pre, texts, split.ds.categorical, split.arch, split.cfg["trainer"])
-    pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"])
+    share = float(split.ds.train["label"].mean()) if tcfg["self_train_balance"] else None
+    pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"], positive_share=share)
     log.info("self-training: the transfer's network labelled %d of %d unlabelled target reviews",
              len(pseudo), len(texts))
     run.log_metrics({"self_train_unlabelled": len(texts), "self_train_pseudo_labelled": len(pseudo)})
