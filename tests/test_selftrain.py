@@ -147,15 +147,24 @@ def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
     assert "self_train_unlabelled" not in student.data.metrics  # a student never pseudo-labels again
 
 
-def test_a_student_without_pseudo_labels_is_still_the_student(tmp_path):
-    """When the teacher is sure of no review (or the pool is empty: all labels used), the
-    self-trained transfer trains on the labelled rows alone, is recorded as the student and
-    does not score the pool a second time."""
+def test_a_student_without_pseudo_labels_is_its_teacher_and_is_not_trained_again(tmp_path):
+    """When the teacher is sure of no review (or the pool is empty: all labels used), a student
+    would train on the teacher's rows from the teacher's initialisation: the self-trained
+    transfer is recorded as its own run with the teacher's results, its bundle saved under its
+    own name, and neither trains nor scores the pool a second time."""
     records, teacher, student = _self_trained_transfer(tmp_path, "[transfer]", 0.99999)
     assert [r["method"] for r in records] == ["transfer_gradual", "transfer_gradual_selftrained"]
+    assert records[0]["run_id"] != records[1]["run_id"]
     assert teacher.data.metrics["self_train_pseudo_labelled"] == 0
     assert student.data.metrics["pseudo_labelled"] == 0 and int(student.data.params["rows.train"]) == 60
+    assert student.data.params["student_is_teacher"] == "True" and "student_is_teacher" not in teacher.data.params
+    for name in ("test_roc_auc", "test_accuracy"):
+        assert student.data.metrics[name] == teacher.data.metrics[name] == records[1][name]
     assert "self_train_unlabelled" not in student.data.metrics and "pseudo_positive_share" not in student.data.metrics
+    assert "train_loss" not in student.data.metrics  # no epoch ran for it
+    # the student logs its own model, as every transfer does
+    models = [{m.model_id for m in run.outputs.model_outputs} for run in (teacher, student)]
+    assert all(len(m) == 1 for m in models) and models[0] != models[1]
 
 
 def test_transfer_self_training_needs_the_transfer_method():

@@ -410,7 +410,8 @@ class Transfer:
     adapt_text_column: str = key("text", "text column of transfer.adapt_files")
     self_train: bool = key(False, "after the transfer, its network pseudo-labels the target's unlabelled text (the "
                                   "training pool beyond the labelled rows, and transfer.adapt_files) and the base "
-                                  "is transferred again on both: adds transfer_<schedule>_selftrained")
+                                  "is transferred again on both: adds transfer_<schedule>_selftrained (with "
+                                  "nothing pseudo-labelled, the first transfer's network and results)")
     self_train_threshold: float = key(0.9, "pseudo-label a review when the teacher's p >= this or <= 1 - this",
                                       gt=0.5, lt=1)
     self_train_balance: bool = key(False, "keep the pseudo-labels' share of positives at the labelled rows': the "

@@ -59,6 +59,9 @@ class Split:
     #: rows of ds.train that are pseudo-labelled (the self-trained transfer's split; None on
     #: every other split, so a student with no pseudo-labelled rows is still a student)
     pseudo_rows: int | None = None
+    #: transfer.self_train: the teacher's (metrics, (net, preprocessor)), what a student with no
+    #: pseudo-labelled rows would reproduce (same rows, seed and initialisation)
+    teacher: tuple | None = None
 
     @property
     def n_train(self) -> int:
@@ -136,12 +139,16 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
                  "schedule.json")
     if tcfg["self_train"] and split.pseudo_rows is None and adapted == tcfg["adapt"]:
         split.pseudo = _pseudo_label(split, net, pre, run)  # this network is the self-training teacher
+        split.teacher = (metrics, (net, pre))
     if tcfg["save_bundle"]:
-        # the method's label (METHODS), so no two transfers of a split share a directory
-        role = "_selftrained" if split.pseudo_rows is not None else "_adapted" if adapted else ""
-        name = f"transfer_{sched['name']}{role}"
-        _save(split, run, net, pre, vocab, metrics, sched, name)
+        _save(split, run, net, pre, vocab, metrics, sched, _transfer_name(split, sched, adapted))
     return metrics, (net, pre)
+
+
+def _transfer_name(split: Split, sched: Mapping, adapted: bool) -> str:
+    """The method's label (METHODS), so no two transfers of a split share a bundle directory."""
+    role = "_selftrained" if split.pseudo_rows is not None else "_adapted" if adapted else ""
+    return f"transfer_{sched['name']}{role}"
 
 
 def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
@@ -170,8 +177,19 @@ def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
     run.log_metrics({"pseudo_labelled": len(extra),
                      **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
     run.log_params({"rows.train": len(student.ds.train)})
-    split.pseudo = None
-    return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
+    split.pseudo, teacher, split.teacher = None, split.teacher, None
+    if len(extra) or teacher is None:
+        return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
+    # nothing pseudo-labelled (every training review labelled): training again on the same rows
+    # from the same initialisation would repeat the teacher, so the teacher is the student
+    log.info("self-training: no pseudo-labelled reviews; the student is the teacher (not trained again)")
+    metrics, (net, pre) = teacher
+    run.log_params({"student_is_teacher": True})
+    if split.cfg["transfer"]["save_bundle"]:
+        sched = schedule_config(split.cfg)
+        _save(student, run, net, pre, token_vocab(pre).vocabulary_size, metrics, sched,
+              _transfer_name(student, sched, False))
+    return dict(metrics), (net, pre)
 
 
 def _save(split: Split, run: NullTracker, net, pre, vocab: int, metrics: dict, sched: dict, name: str) -> None:
