@@ -659,7 +659,7 @@ IMDB_STUDIES = {"imdb_base": "the default", "imdb_base_pretrained": "pretrained 
 DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_extend", "hotel_delhi_pretrained",
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
                  "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned",
-                 "hotel_delhi_target_selftrain", "hotel_delhi_selftrain_balance"]
+                 "hotel_delhi_target_selftrain", "hotel_delhi_selftrain_balance", "hotel_delhi_selftrain_tuned"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -771,6 +771,10 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("selftrain threshold", lambda: setting_table(
                            "hotel_delhi_selftrain_threshold", "hotel_delhi_selftrain_full",
                            ("transfer_full_selftrained",), ("threshold 0.9", "threshold 0.8"))),
+                       ("selftrain tuned", lambda: setting_table(
+                           "hotel_delhi_selftrain_tuned", "hotel_delhi_selftrain_full",
+                           ("transfer_full", "transfer_full_adapted", "transfer_full_selftrained"),
+                           ("defaults", "tuned"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
                        ("discriminative curve", lambda: curve_table("hotel_delhi_discriminative")),
                        ("target selftrain curve", lambda: curve_table("hotel_delhi_target_selftrain")),
