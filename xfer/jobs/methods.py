@@ -15,7 +15,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import pandas as pd
 
@@ -42,6 +42,15 @@ from .train import (data_settings, encode_splits, fit_and_test, label_names, lea
 log = logging.getLogger(__name__)
 
 
+class Teacher(NamedTuple):
+    """transfer.self_train: what the transfer hands its self-trained student. ``metrics`` and
+    ``kept`` are what a student with no pseudo-labelled rows would reproduce (the same rows, seed
+    and initialisation)."""
+    pseudo: pd.DataFrame    # the target reviews the transfer's network is sure of
+    metrics: dict           # the transfer's results
+    kept: tuple             # its (net, preprocessor)
+
+
 @dataclass
 class Split:
     """One seeded split of the target and what every method needs to run on it."""
@@ -54,14 +63,11 @@ class Split:
     #: the base's vectors adapted to this split's target text (transfer.adapt), made once
     adapted: WordVectors | None = None
     adapt_metrics: dict = field(default_factory=dict)
-    #: transfer.self_train: the target reviews the transfer's network is sure of (its teacher role)
-    pseudo: pd.DataFrame | None = None
+    #: transfer.self_train: the transfer in its teacher role, until its student runs
+    teacher: Teacher | None = None
     #: rows of ds.train that are pseudo-labelled (the self-trained transfer's split; None on
     #: every other split, so a student with no pseudo-labelled rows is still a student)
     pseudo_rows: int | None = None
-    #: transfer.self_train: the teacher's (metrics, (net, preprocessor)), what a student with no
-    #: pseudo-labelled rows would reproduce (same rows, seed and initialisation)
-    teacher: tuple | None = None
 
     @property
     def n_train(self) -> int:
@@ -138,8 +144,7 @@ def _transfer(split: Split, run: NullTracker, adapted: bool = False) -> tuple[di
     run.log_text(json.dumps({"trainable_per_epoch": trained, "params": trainable_report(net)}, indent=2),
                  "schedule.json")
     if tcfg["self_train"] and split.pseudo_rows is None and adapted == tcfg["adapt"]:
-        split.pseudo = _pseudo_label(split, net, pre, run)  # this network is the self-training teacher
-        split.teacher = (metrics, (net, pre))
+        split.teacher = Teacher(_pseudo_label(split, net, pre, run), metrics, (net, pre))
     if tcfg["save_bundle"]:
         _save(split, run, net, pre, vocab, metrics, sched, _transfer_name(split, sched, adapted))
     return metrics, (net, pre)
@@ -168,22 +173,22 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
 
 def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
     """The base transferred again, on the labelled and the pseudo-labelled target reviews."""
-    if split.pseudo is None:
+    if split.teacher is None:
         raise ConfigError("transfer.self_train: transfer_selftrained needs the transfer method in transfer.methods")
-    extra = pseudo_frame(split.pseudo, split.ds.categorical)
+    teacher, split.teacher = split.teacher, None
+    extra = pseudo_frame(teacher.pseudo, split.ds.categorical)
     student = dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
-        [split.ds.train, extra], ignore_index=True)), pseudo=None, pseudo_rows=len(extra))
+        [split.ds.train, extra], ignore_index=True)), pseudo_rows=len(extra))
     # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
     run.log_metrics({"pseudo_labelled": len(extra),
                      **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
     run.log_params({"rows.train": len(student.ds.train)})
-    split.pseudo, teacher, split.teacher = None, split.teacher, None
-    if len(extra) or teacher is None:
+    if len(extra):
         return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
     # nothing pseudo-labelled (every training review labelled): training again on the same rows
     # from the same initialisation would repeat the teacher, so the teacher is the student
     log.info("self-training: no pseudo-labelled reviews; the student is the teacher (not trained again)")
-    metrics, (net, pre) = teacher
+    metrics, (net, pre) = teacher.metrics, teacher.kept
     run.log_params({"student_is_teacher": True})
     if split.cfg["transfer"]["save_bundle"]:
         sched = schedule_config(split.cfg)
