@@ -56,7 +56,7 @@ def test_records_keep_the_branch_and_self_training_metrics_a_run_has():
             {"run_id": "b", "tags": {"xfer.method": "transfer_gradual", "xfer.n_train": "100", "xfer.seed": "0"},
              "metrics": {"test_roc_auc": 0.9, "test_accuracy": 0.8, "test_encoder_branch_roc_auc": 0.85,
                          "test_ngrams_branch_roc_auc": 0.88, "self_train_unlabelled": 2979.0,
-                         "self_train_pseudo_labelled": 1500.0}},
+                         "self_train_pseudo_labelled": 1500.0, "self_train_pseudo_label_accuracy": 0.95}},
             {"run_id": "a", "tags": {"xfer.method": "tfidf_lr", "xfer.n_train": "100", "xfer.seed": "0"},
              "metrics": {"test_roc_auc": 0.8}}]
     student, net, control = runs_to_records(runs)
@@ -69,9 +69,9 @@ def test_records_keep_the_branch_and_self_training_metrics_a_run_has():
     from xfer.report import self_training_table
 
     table = self_training_table([student, net, control]).splitlines()
-    assert table[0] == ("| n_train | method | self_train_unlabelled | self_train_pseudo_labelled | pseudo_labelled "
-                        "| pseudo_positive_share |")
-    assert len(table) == 4 and "| 100 | transfer_gradual | 2979 | 1500 |  |  |" in table
+    assert table[0] == ("| n_train | method | self_train_unlabelled | self_train_pseudo_labelled "
+                        "| self_train_pseudo_label_accuracy | pseudo_labelled | pseudo_positive_share |")
+    assert len(table) == 4 and "| 100 | transfer_gradual | 2979 | 1500 | 0.9500 |  |  |" in table
     assert self_training_table([control]) == ""
     empty = {**student, "n_train": 3079, "pseudo_labelled": 0.0, "pseudo_positive_share": 0.0}
     assert "| 3079 | transfer_full_selftrained | 0 |  |" in self_training_table([empty]).splitlines()

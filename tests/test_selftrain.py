@@ -10,7 +10,7 @@ from xfer.errors import ConfigError
 from xfer.jobs import run_task
 from xfer.jobs.train import base_fingerprint
 from xfer.schema import validate
-from xfer.selftrain import pseudo_labelled
+from xfer.selftrain import pseudo_labelled, withheld_agreement
 from xfer.tracking import make_tracker
 
 
@@ -42,6 +42,16 @@ def test_balanced_pseudo_labels_keep_the_labelled_share_by_cutting_the_over_repr
     assert pseudo_labelled(texts, q, 0.9, positive_share=0.5)["text"].tolist() == ["a", "c"]
     with pytest.raises(ValueError, match="positive_share must be strictly between 0 and 1, not 1.0"):
         pseudo_labelled(texts, p, 0.9, positive_share=1.0)
+
+
+def test_pseudo_labels_are_checked_against_the_labels_withheld_from_the_pool():
+    pseudo = pd.DataFrame({"text": ["a", "b", "c", "d", "x"], "label": [1, 0, 1, 1, 0]})
+    pool, labels = ["a", "b", "c", "d", "d", "e"], [1, 1, 1, 1, 0, 0]  # "d" is labelled both ways
+    check = withheld_agreement(pseudo, pool, labels)  # "x" (extra text) and "d" have no known label
+    assert check == {"pseudo_label_checked": 3.0, "pseudo_label_accuracy": pytest.approx(2 / 3)}
+    assert withheld_agreement(pseudo, [], []) == {}  # no label known: nothing to check
+    with pytest.raises(ValueError, match="3 texts but 2 labels"):
+        withheld_agreement(pseudo, ["a", "b", "c"], [1, 0])
 
 
 def test_threshold_must_be_above_one_half_and_only_a_base_self_trains():
@@ -145,6 +155,9 @@ def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
     assert student.data.params["n_train"] == "60" and student.data.metrics["test_roc_auc"] > 0.5
     assert int(student.data.params["rows.train"]) == 60 + pseudo
     assert "self_train_unlabelled" not in student.data.metrics  # a student never pseudo-labels again
+    # every pseudo-labelled review is from the hotel pool, whose labels n_train withheld
+    assert teacher.data.metrics["self_train_pseudo_label_checked"] == pseudo
+    assert 0.5 < teacher.data.metrics["self_train_pseudo_label_accuracy"] <= 1
 
 
 def test_a_student_without_pseudo_labels_is_its_teacher_and_is_not_trained_again(tmp_path):

@@ -61,8 +61,12 @@ class Dataset:
     checksum: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     #: the texts of the whole training split before ``n_train`` took its subset: unlabelled text of
-    #: the target domain (domain adaptation reads it; labels of the rows outside the subset never)
+    #: the target domain (domain adaptation and self-training read it; no network ever trains on
+    #: the labels of the rows outside the subset)
     pool_text: list[str] = field(default_factory=list)
+    #: the labels of ``pool_text``, for one diagnostic only: how many of self-training's
+    #: pseudo-labels agree with the labels ``n_train`` withheld
+    pool_label: list[int] = field(default_factory=list)
 
     def splits(self) -> dict[str, pd.DataFrame]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -393,7 +397,7 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
                             "the data needs both labels")
     if cfg["limit"] is not None:
         train, val, test = (_stratified_take(f, cfg["limit"], seed) for f in (train, val, test))
-    pool_text = train["text"].tolist()
+    pool_text, pool_label = train["text"].tolist(), train["label"].astype(int).tolist()
     n_train = cfg["n_train"]
     if n_train is not None:
         if n_train > len(train):
@@ -404,7 +408,8 @@ def load_dataset(cfg: Mapping, seed: int = 0) -> Dataset:
             "pos_rate_train": float(train["label"].mean()), "files": {k: str(v) for k, v in files.items()}}
     return Dataset(name=cfg["name"], train=train.reset_index(drop=True),
                    val=val.reset_index(drop=True), test=test.reset_index(drop=True),
-                   categorical=cats, checksum=dataset_checksum(cfg), info=info, pool_text=pool_text)
+                   categorical=cats, checksum=dataset_checksum(cfg), info=info, pool_text=pool_text,
+                   pool_label=pool_label)
 
 
 # --------------------------------------------------------------------------- download

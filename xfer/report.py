@@ -13,10 +13,13 @@ from .plots import markdown_table, save_figure
 BRANCH_METRICS = ("test_encoder_branch_roc_auc", "test_encoder_branch_accuracy", "test_ngrams_branch_roc_auc",
                   "test_ngrams_branch_accuracy")
 #: what self-training on the target did: the teacher's run counts the unlabelled reviews it scored
-#: and those it was sure of; the student's run the pseudo-labelled rows it trained on and their
-#: share of positives
-SELF_TRAIN_METRICS = ("self_train_unlabelled", "self_train_pseudo_labelled", "pseudo_labelled",
-                      "pseudo_positive_share")
+#: and those it was sure of (and, where n_train withheld the pool's labels, the share of its
+#: pseudo-labels that agree with them); the student's run the pseudo-labelled rows it trained on
+#: and their share of positives
+SELF_TRAIN_METRICS = ("self_train_unlabelled", "self_train_pseudo_labelled", "self_train_pseudo_label_accuracy",
+                      "pseudo_labelled", "pseudo_positive_share")
+#: of SELF_TRAIN_METRICS, the shares (the others are counts)
+SELF_TRAIN_SHARES = ("self_train_pseudo_label_accuracy", "pseudo_positive_share")
 
 
 def runs_to_records(runs: Sequence[Mapping]) -> list[dict]:
@@ -59,8 +62,9 @@ def learning_curve_table(summary) -> str:
 
 def self_training_table(records: Sequence[Mapping]) -> str:
     """Markdown table of what target self-training did per (method, n_train), means over seeds:
-    the unlabelled reviews the teacher scored and was sure of, the pseudo-labelled rows the
-    student trained on and their share of positives; "" when no record has them."""
+    the unlabelled reviews the teacher scored and was sure of (and how many of its pseudo-labels
+    agree with withheld labels), the pseudo-labelled rows the student trained on and their share
+    of positives; "" when no record has them."""
     import pandas as pd
 
     frame = pd.DataFrame([r for r in records if any(k in r for k in SELF_TRAIN_METRICS)])
@@ -69,7 +73,7 @@ def self_training_table(records: Sequence[Mapping]) -> str:
     cols = [c for c in SELF_TRAIN_METRICS if c in frame]
     means = frame.groupby(["n_train", "method"])[cols].mean().reset_index()
     rows = [{"n_train": int(r.n_train), "method": r.method,
-             **{c: (round(float(r[c])) if c != "pseudo_positive_share" else float(r[c]))
+             **{c: (float(r[c]) if c in SELF_TRAIN_SHARES else round(float(r[c])))
                 for c in cols if pd.notna(r[c])}} for _, r in means.iterrows()]
     for row in rows:  # no pseudo-labelled rows (no unlabelled pool): no share of positives either
         if row.get("pseudo_labelled") == 0:

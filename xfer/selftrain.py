@@ -57,6 +57,23 @@ def pseudo_labelled(texts: Sequence[str], proba: np.ndarray, threshold: float,
                          "confidence": confidence[keep]})
 
 
+def withheld_agreement(pseudo: pd.DataFrame, texts: Sequence[str], labels: Sequence[int]) -> dict[str, float]:
+    """A diagnostic of ``pseudo_labelled``'s rows against labels nobody trained on (those
+    ``data.n_train`` withheld from the training pool): ``pseudo_label_checked``, the pseudo-labelled
+    reviews whose label is known (a text labelled both ways is not), and ``pseudo_label_accuracy``,
+    the share of them the teacher labelled right; {} when none is known."""
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    known: dict[str, int | None] = {}
+    for text, label in zip(texts, labels):
+        known[text] = int(label) if known.get(text, label) == label else None
+    pairs = [(known[t], int(y)) for t, y in zip(pseudo["text"], pseudo["label"]) if known.get(t) is not None]
+    if not pairs:
+        return {}
+    return {"pseudo_label_checked": float(len(pairs)),
+            "pseudo_label_accuracy": sum(a == b for a, b in pairs) / len(pairs)}
+
+
 def fingerprint_part(scfg: Mapping) -> dict:
     """What self-training adds to a network's fingerprint (nothing when off, so other networks
     keep theirs): its settings and the unlabelled files by content."""

@@ -167,7 +167,10 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
     pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"], positive_share=share)
     log.info("self-training: the transfer's network labelled %d of %d unlabelled target reviews",
              len(pseudo), len(texts))
-    run.log_metrics({"self_train_unlabelled": len(texts), "self_train_pseudo_labelled": len(pseudo)})
+    # how right the pseudo-labels are, where n_train withheld the pool's labels (never trained on)
+    check = selftrain.withheld_agreement(pseudo, split.ds.pool_text, split.ds.pool_label)
+    run.log_metrics({"self_train_unlabelled": len(texts), "self_train_pseudo_labelled": len(pseudo),
+                     **{f"self_train_{k}": v for k, v in check.items()}})
     return pseudo
 
 
