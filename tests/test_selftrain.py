@@ -44,6 +44,16 @@ def test_balanced_pseudo_labels_keep_the_labelled_share_by_cutting_the_over_repr
         pseudo_labelled(texts, p, 0.9, positive_share=1.0)
 
 
+def test_balanced_pseudo_labels_can_fill_the_under_represented_class_below_the_threshold():
+    texts = list("abcdefgh")
+    p = np.array([0.95, 0.99, 0.92, 0.97, 0.05, 0.3, 0.45, 0.6])  # 4 sure positives, 1 sure negative
+    fill = lambda share: pseudo_labelled(texts, p, 0.9, positive_share=share, fill=True)["text"].tolist()  # noqa: E731
+    assert fill(2 / 3) == ["a", "b", "c", "d", "e", "f"]  # 4 positives want 2 negatives: e, then the surest f
+    assert fill(0.5) == ["a", "b", "c", "d", "e", "f", "g"]  # want 4: the teacher predicts 3 negatives
+    assert fill(0.9) == ["a", "b", "c", "d", "e", "h"]  # 1 negative wants 9 positives: all 5 it predicts
+    assert fill(0.8) == ["a", "b", "c", "d", "e"]  # the share already: nothing added
+
+
 def test_pseudo_labels_are_checked_against_the_labels_withheld_from_the_pool():
     pseudo = pd.DataFrame({"text": ["a", "b", "c", "d", "x"], "label": [1, 0, 1, 1, 0]})
     pool, labels = ["a", "b", "c", "d", "d", "e"], [1, 1, 1, 1, 0, 0]  # "d" is labelled both ways
@@ -122,7 +132,7 @@ def test_self_training_cannot_resume_and_bad_files_are_one_line_errors(tmp_path)
     assert not list_runs(tmp_path)
 
 
-def _self_trained_transfer(tmp_path, methods: str, threshold: float):
+def _self_trained_transfer(tmp_path, methods: str, threshold: float, *extra: str):
     """A transfer job on the hotel sample (60 labels) with target self-training: its records and
     the MLflow runs of the teacher and the student."""
     from conftest import need_data
@@ -132,7 +142,8 @@ def _self_trained_transfer(tmp_path, methods: str, threshold: float):
     need_data("hotel/hotel_reviews_sample.csv.gz", "imdb/train.csv.gz")
     over = [*TRANSFER_QUICK, "transfer.repeats=1", "transfer.tsne.enabled=false", "data.n_train=60",
             f"transfer.methods={methods}", "transfer.self_train=true", f"transfer.self_train_threshold={threshold}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}"]
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_location={tmp_path / 'art'}",
+            *extra]
     cfg = validate(compose_config(over))
     result = run_task(cfg, tmp_path / "out", make_tracker(cfg["tracking"]))
     [teacher] = list_runs(tmp_path, "tags.method = 'transfer_gradual'")
@@ -158,6 +169,21 @@ def test_a_transfer_self_trains_on_the_targets_unlabelled_pool(tmp_path):
     # every pseudo-labelled review is from the hotel pool, whose labels n_train withheld
     assert teacher.data.metrics["self_train_pseudo_label_checked"] == pseudo
     assert 0.5 < teacher.data.metrics["self_train_pseudo_label_accuracy"] <= 1
+
+
+def test_balanced_self_training_passes_the_labelled_share_and_the_way_to_keep_it(tmp_path, monkeypatch):
+    """transfer.self_train_balance(_by) reach the pseudo-labelling: the labelled rows' share of
+    positives and cut or fill (what each does: the tests of pseudo_labelled above)."""
+    import xfer.selftrain
+
+    calls, real = [], xfer.selftrain.pseudo_labelled
+    monkeypatch.setattr(xfer.selftrain, "pseudo_labelled",
+                        lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    _, teacher, _ = _self_trained_transfer(tmp_path, "[transfer]", 0.55, "transfer.self_train_balance=true",
+                                           "transfer.self_train_balance_by=fill")
+    [kw] = calls
+    assert kw["fill"] is True and kw["positive_share"] == pytest.approx(40 / 60)  # a stratified 60 of 330:169
+    assert teacher.data.params["transfer.self_train_balance_by"] == "fill"
 
 
 def test_a_student_without_pseudo_labels_is_its_teacher_and_is_not_trained_again(tmp_path):

@@ -414,8 +414,11 @@ class Transfer:
                                   "nothing pseudo-labelled, the first transfer's network and results)")
     self_train_threshold: float = key(0.9, "pseudo-label a review when the teacher's p >= this or <= 1 - this",
                                       gt=0.5, lt=1)
-    self_train_balance: bool = key(False, "keep the pseudo-labels' share of positives at the labelled rows': the "
-                                          "class the teacher over-represents is cut to its surest reviews")
+    self_train_balance: bool = key(False, "keep the pseudo-labels' share of positives at the labelled rows' "
+                                          "(how: transfer.self_train_balance_by)")
+    self_train_balance_by: str = key("cut", "cut: the class the teacher over-represents is cut to its surest "
+                                            "reviews; fill: the other class is filled up with its surest reviews "
+                                            "below the threshold", choices=("cut", "fill"))
     methods: list = key(list(METHODS), "methods compared (scratch_pretrained: scratch with the base's pretrained "
                                        "vectors; skipped when the base has none)", choices=METHODS)
     save_bundle: bool = key(True, "save (and log) the transferred network's bundle")

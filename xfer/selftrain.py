@@ -30,10 +30,13 @@ def unlabelled_texts(scfg: Mapping) -> list[str]:
 
 
 def pseudo_labelled(texts: Sequence[str], proba: np.ndarray, threshold: float,
-                    max_rows: int | None = None, positive_share: float | None = None) -> pd.DataFrame:
+                    max_rows: int | None = None, positive_share: float | None = None,
+                    fill: bool = False) -> pd.DataFrame:
     """The reviews the teacher is sure of: ``text``, ``label`` (1 if p >= 0.5) and ``confidence``
     (max(p, 1 - p)); with ``positive_share`` the class the teacher over-represents against that
-    share is cut to its surest reviews; with ``max_rows`` the surest ones (ties in input order);
+    share is cut to its surest reviews, or with ``fill`` the other class is filled up to the share
+    with its surest reviews below the threshold (as far as the teacher predicts that class, as
+    class-balanced self-training does); with ``max_rows`` the surest ones (ties in input order);
     rows in input order."""
     proba = np.asarray(proba, dtype=np.float64)
     if len(proba) != len(texts):
@@ -46,7 +49,12 @@ def pseudo_labelled(texts: Sequence[str], proba: np.ndarray, threshold: float,
             raise ValueError(f"positive_share must be strictly between 0 and 1, not {positive_share}")
         pos, neg = keep[proba[keep] >= 0.5], keep[proba[keep] < 0.5]
         ratio = positive_share / (1.0 - positive_share)  # positives per negative
-        if len(pos) > len(neg) * ratio:
+        if fill:  # the under-represented class from all the reviews the teacher gives it
+            if len(pos) > len(neg) * ratio:
+                neg = surest(np.flatnonzero(proba < 0.5), max(len(neg), int(round(len(pos) / ratio))))
+            else:
+                pos = surest(np.flatnonzero(proba >= 0.5), max(len(pos), int(round(len(neg) * ratio))))
+        elif len(pos) > len(neg) * ratio:
             pos = surest(pos, int(round(len(neg) * ratio)))
         else:
             neg = surest(neg, int(round(len(pos) / ratio)))

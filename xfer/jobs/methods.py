@@ -164,7 +164,8 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
     texts = [t for t in pool + split.extra_texts if t.strip()]
     proba = score_texts(net, pre, texts, split.ds.categorical, split.arch, split.cfg["trainer"])
     share = float(split.ds.train["label"].mean()) if tcfg["self_train_balance"] else None
-    pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"], positive_share=share)
+    pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"], positive_share=share,
+                                       fill=tcfg["self_train_balance_by"] == "fill")
     log.info("self-training: the transfer's network labelled %d of %d unlabelled target reviews",
              len(pseudo), len(texts))
     # how right the pseudo-labels are, where n_train withheld the pool's labels (never trained on)
