@@ -659,7 +659,8 @@ IMDB_STUDIES = {"imdb_base": "the default", "imdb_base_pretrained": "pretrained 
 DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_extend", "hotel_delhi_pretrained",
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
                  "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned",
-                 "hotel_delhi_target_selftrain", "hotel_delhi_selftrain_balance", "hotel_delhi_selftrain_tuned"]
+                 "hotel_delhi_target_selftrain", "hotel_delhi_selftrain_balance", "hotel_delhi_selftrain_tuned",
+                 "hotel_delhi_selftrain_unbalanced", "hotel_delhi_selftrain_fill"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -781,6 +782,9 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("selftrain balance", lambda: setting_table(
                            "hotel_delhi_selftrain_balance", "learning_curve", ("transfer_full_selftrained",),
                            ("as the teacher labels", "balanced"))),
+                       ("selftrain fill", lambda: setting_table(
+                           "hotel_delhi_selftrain_fill", "hotel_delhi_selftrain_unbalanced",
+                           ("transfer_full", "transfer_full_selftrained"), ("as the teacher labels", "filled"))),
                        ("tune", tune_table),
                        ("tuned", lambda: setting_table(
                            "hotel_delhi_tuned", "hotel_delhi_discriminative", ("transfer_full",),
