@@ -780,8 +780,8 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("discriminative curve", lambda: curve_table("hotel_delhi_discriminative")),
                        ("target selftrain curve", lambda: curve_table("hotel_delhi_target_selftrain")),
                        ("selftrain balance", lambda: setting_table(
-                           "hotel_delhi_selftrain_balance", "learning_curve", ("transfer_full_selftrained",),
-                           ("as the teacher labels", "balanced"))),
+                           "hotel_delhi_selftrain_balance", "hotel_delhi_selftrain_unbalanced",
+                           ("transfer_full", "transfer_full_selftrained"), ("as the teacher labels", "cut"))),
                        ("selftrain fill", lambda: setting_table(
                            "hotel_delhi_selftrain_fill", "hotel_delhi_selftrain_unbalanced",
                            ("transfer_full", "transfer_full_selftrained"), ("as the teacher labels", "filled"))),

@@ -93,6 +93,16 @@ def test_hotel_delhi_self_trains_on_its_target_by_default_and_the_search_does_no
     assert search["hydra"]["sweeper"]["params"]["transfer.self_train"] is False
 
 
+def test_hotel_delhi_balances_its_pseudo_labels_by_filling():
+    """hotel_delhi_transfer (and learning_curve) fill the class the teacher under-represents (the
+    fill study's winner); the schema's default and hotel_transfer leave the pseudo-labels as given."""
+    how = lambda *o: (lambda t: (t["self_train_balance"], t["self_train_balance_by"]))(  # noqa: E731
+        validate(compose_config(list(o)))["transfer"])
+    assert how("+experiment=hotel_delhi_transfer") == how("+experiment=learning_curve") == (True, "fill")
+    assert how("+experiment=hotel_transfer") == (False, "cut")
+    assert how("+experiment=hotel_delhi_transfer", "transfer.self_train_balance=false")[0] is False
+
+
 def test_schema_defaults_are_the_default_groups_values():
     """One place holds a default: the schema's equal the options config.yaml picks by default."""
     conf = ROOT / "xfer" / "conf"
