@@ -660,7 +660,7 @@ DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_exten
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
                  "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned",
                  "hotel_delhi_target_selftrain", "hotel_delhi_selftrain_balance", "hotel_delhi_selftrain_tuned",
-                 "hotel_delhi_selftrain_unbalanced", "hotel_delhi_selftrain_fill"]
+                 "hotel_delhi_selftrain_unbalanced", "hotel_delhi_selftrain_fill", "hotel_delhi_selftrain_full_fill"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -776,6 +776,9 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                            "hotel_delhi_selftrain_tuned", "hotel_delhi_selftrain_full",
                            ("transfer_full", "transfer_full_adapted", "transfer_full_selftrained"),
                            ("defaults", "tuned"))),
+                       ("selftrain full fill", lambda: setting_table(
+                           "hotel_delhi_selftrain_full_fill", "hotel_delhi_selftrain_full",
+                           ("transfer_full_adapted", "transfer_full_selftrained"), ("as the teacher labels", "filled"))),
                        ("full curve", lambda: curve_table("hotel_delhi_full")),
                        ("discriminative curve", lambda: curve_table("hotel_delhi_discriminative")),
                        ("target selftrain curve", lambda: curve_table("hotel_delhi_target_selftrain")),
