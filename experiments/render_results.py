@@ -500,7 +500,7 @@ def curve_table(study: str) -> str:
             f"the sweep's output directories. {source(study, r)}")
 
 
-def setting_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "learning_curve",
+def setting_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "hotel_delhi_full",
                   methods: tuple[str, ...] = ("transfer_gradual",),
                   labels: tuple[str, str] = ("`keep`", "`extend`")) -> str:
     """One setting changed (``study``, labelled ``labels[1]``) against the record it changes
