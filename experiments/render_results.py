@@ -660,7 +660,8 @@ DELHI_STUDIES = ["learning_curve", "hotel_delhi_full", "hotel_delhi_ngrams_exten
                  "hotel_delhi_selftrain", "hotel_delhi_selftrain_full", "hotel_delhi_selftrain_full_extend",
                  "hotel_delhi_selftrain_threshold", "hotel_delhi_discriminative", "hotel_delhi_tuned",
                  "hotel_delhi_target_selftrain", "hotel_delhi_selftrain_balance", "hotel_delhi_selftrain_tuned",
-                 "hotel_delhi_selftrain_unbalanced", "hotel_delhi_selftrain_fill", "hotel_delhi_selftrain_full_fill"]
+                 "hotel_delhi_selftrain_unbalanced", "hotel_delhi_selftrain_fill", "hotel_delhi_selftrain_full_fill",
+                 "hotel_delhi_selftrain_rounds"]
 DELHI_NEEDS = {100: 0.08, 500: 0.04, 1000: 0.04}
 
 
@@ -788,6 +789,9 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("selftrain fill", lambda: setting_table(
                            "hotel_delhi_selftrain_fill", "hotel_delhi_selftrain_unbalanced",
                            ("transfer_full", "transfer_full_selftrained"), ("as the teacher labels", "filled"))),
+                       ("selftrain rounds", lambda: setting_table(
+                           "hotel_delhi_selftrain_rounds", "learning_curve",
+                           ("transfer_full", "transfer_full_selftrained"), ("one round", "two rounds"))),
                        ("tune", tune_table),
                        ("tuned", lambda: setting_table(
                            "hotel_delhi_tuned", "hotel_delhi_discriminative", ("transfer_full",),

@@ -186,6 +186,21 @@ def test_balanced_self_training_passes_the_labelled_share_and_the_way_to_keep_it
     assert teacher.data.params["transfer.self_train_balance_by"] == "fill"
 
 
+def test_a_second_round_of_self_training_relabels_with_the_first_student(tmp_path):
+    """transfer.self_train_rounds=2: the first student, trained untracked, pseudo-labels the pool
+    again and the recorded student learns from its labels: one teacher run, one student run, the
+    first student's results and pseudo-labels logged on the student's run."""
+    records, teacher, student = _self_trained_transfer(tmp_path, "[transfer]", 0.55, "transfer.self_train_rounds=2")
+    assert [r["method"] for r in records] == ["transfer_gradual", "transfer_gradual_selftrained"]
+    m = student.data.metrics
+    assert m["self_train_round2_unlabelled"] == teacher.data.metrics["self_train_unlabelled"] == 349 - 60
+    assert m["pseudo_labelled"] == m["self_train_round2_pseudo_labelled"] > 0  # the second round's labels
+    assert int(student.data.params["rows.train"]) == 60 + m["pseudo_labelled"]
+    assert 0.5 < m["round1_test_roc_auc"] <= 1 and 0.5 < m["self_train_round2_pseudo_label_accuracy"] <= 1
+    assert "round1_test_roc_auc" not in teacher.data.metrics and student.data.params["transfer.self_train_rounds"] == "2"
+    assert records[1]["test_roc_auc"] == m["test_roc_auc"]
+
+
 def test_a_student_without_pseudo_labels_is_its_teacher_and_is_not_trained_again(tmp_path):
     """When the teacher is sure of no review (or the pool is empty: all labels used), a student
     would train on the teacher's rows from the teacher's initialisation: the self-trained

@@ -156,9 +156,10 @@ def _transfer_name(split: Split, sched: Mapping, adapted: bool) -> str:
     return f"transfer_{sched['name']}{role}"
 
 
-def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
+def _pseudo_label(split: Split, net, pre, run: NullTracker, prefix: str = "self_train_") -> pd.DataFrame:
     """The target's unlabelled reviews (its training pool beyond the labelled rows, and
-    ``transfer.adapt_files``; never the validation or test split) that ``net`` is sure of."""
+    ``transfer.adapt_files``; never the validation or test split) that ``net`` is sure of; what
+    it scored and how right it was go to ``run`` under ``prefix``."""
     tcfg, labelled = split.cfg["transfer"], set(split.ds.train["text"])
     pool = [t for t in split.ds.pool_text if t not in labelled]
     texts = [t for t in pool + split.extra_texts if t.strip()]
@@ -166,12 +167,11 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker) -> pd.DataFrame:
     share = float(split.ds.train["label"].mean()) if tcfg["self_train_balance"] else None
     pseudo = selftrain.pseudo_labelled(texts, proba, tcfg["self_train_threshold"], positive_share=share,
                                        fill=tcfg["self_train_balance_by"] == "fill")
-    log.info("self-training: the transfer's network labelled %d of %d unlabelled target reviews",
-             len(pseudo), len(texts))
+    log.info("self-training: the network labelled %d of %d unlabelled target reviews", len(pseudo), len(texts))
     # how right the pseudo-labels are, where n_train withheld the pool's labels (never trained on)
     check = selftrain.withheld_agreement(pseudo, split.ds.pool_text, split.ds.pool_label)
-    run.log_metrics({"self_train_unlabelled": len(texts), "self_train_pseudo_labelled": len(pseudo),
-                     **{f"self_train_{k}": v for k, v in check.items()}})
+    run.log_metrics({f"{prefix}unlabelled": len(texts), f"{prefix}pseudo_labelled": len(pseudo),
+                     **{f"{prefix}{k}": v for k, v in check.items()}})
     return pseudo
 
 
@@ -180,15 +180,27 @@ def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
     if split.teacher is None:
         raise ConfigError("transfer.self_train: transfer_selftrained needs the transfer method in transfer.methods")
     teacher, split.teacher = split.teacher, None
-    extra = pseudo_frame(teacher.pseudo, split.ds.categorical)
-    student = dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
-        [split.ds.train, extra], ignore_index=True)), pseudo_rows=len(extra))
-    # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
-    run.log_metrics({"pseudo_labelled": len(extra),
-                     **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
-    run.log_params({"rows.train": len(student.ds.train)})
+    tcfg = split.cfg["transfer"]
+    rounds, pseudo = tcfg["self_train_rounds"], teacher.pseudo
+    for r in range(1, rounds + 1):
+        extra = pseudo_frame(pseudo, split.ds.categorical)
+        student = dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
+            [split.ds.train, extra], ignore_index=True)), pseudo_rows=len(extra))
+        if r < rounds and len(extra):
+            # an intermediate student: trained untracked and unsaved, it labels the next round's
+            # reviews; its results and pseudo-labels are logged on the last student's run
+            quiet = dataclasses.replace(student, cfg={**split.cfg, "transfer": {**tcfg, "save_bundle": False}})
+            metrics, (net, pre) = _transfer(quiet, NullTracker(), adapted=tcfg["adapt"])
+            run.log_metrics({f"round{r}_{k}": v for k, v in metrics.items() if k.startswith("test_")})
+            pseudo = _pseudo_label(split, net, pre, run, prefix=f"self_train_round{r + 1}_")
+            continue
+        # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
+        run.log_metrics({"pseudo_labelled": len(extra),
+                         **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
+        run.log_params({"rows.train": len(student.ds.train)})
+        break
     if len(extra):
-        return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
+        return _transfer(student, run, adapted=tcfg["adapt"])
     # nothing pseudo-labelled (every training review labelled): training again on the same rows
     # from the same initialisation would repeat the teacher, so the teacher is the student
     log.info("self-training: no pseudo-labelled reviews; the student is the teacher (not trained again)")
