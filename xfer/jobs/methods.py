@@ -175,32 +175,40 @@ def _pseudo_label(split: Split, net, pre, run: NullTracker, prefix: str = "self_
     return pseudo
 
 
+def _with_pseudo(split: Split, pseudo: pd.DataFrame) -> tuple[Split, pd.DataFrame]:
+    """The split whose training rows are the labelled ones and ``pseudo``, and those pseudo rows."""
+    extra = pseudo_frame(pseudo, split.ds.categorical)
+    return dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
+        [split.ds.train, extra], ignore_index=True)), pseudo_rows=len(extra)), extra
+
+
+def _relabel(student: Split, split: Split, run: NullTracker, r: int) -> pd.DataFrame:
+    """Round ``r``'s student, trained untracked and unsaved, pseudo-labels ``split``'s unlabelled
+    reviews for round ``r + 1``; its results and pseudo-labels are logged on ``run``."""
+    tcfg = split.cfg["transfer"]
+    quiet = dataclasses.replace(student, cfg={**split.cfg, "transfer": {**tcfg, "save_bundle": False}})
+    metrics, (net, pre) = _transfer(quiet, NullTracker(), adapted=tcfg["adapt"])
+    run.log_metrics({f"round{r}_{k}": v for k, v in metrics.items() if k.startswith("test_")})
+    return _pseudo_label(split, net, pre, run, prefix=f"self_train_round{r + 1}_")
+
+
 def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
-    """The base transferred again, on the labelled and the pseudo-labelled target reviews."""
+    """The base transferred again, on the labelled and the pseudo-labelled target reviews
+    (``transfer.self_train_rounds``: each student but the last labels them for the next)."""
     if split.teacher is None:
         raise ConfigError("transfer.self_train: transfer_selftrained needs the transfer method in transfer.methods")
     teacher, split.teacher = split.teacher, None
-    tcfg = split.cfg["transfer"]
-    rounds, pseudo = tcfg["self_train_rounds"], teacher.pseudo
-    for r in range(1, rounds + 1):
-        extra = pseudo_frame(pseudo, split.ds.categorical)
-        student = dataclasses.replace(split, ds=dataclasses.replace(split.ds, train=pd.concat(
-            [split.ds.train, extra], ignore_index=True)), pseudo_rows=len(extra))
-        if r < rounds and len(extra):
-            # an intermediate student: trained untracked and unsaved, it labels the next round's
-            # reviews; its results and pseudo-labels are logged on the last student's run
-            quiet = dataclasses.replace(student, cfg={**split.cfg, "transfer": {**tcfg, "save_bundle": False}})
-            metrics, (net, pre) = _transfer(quiet, NullTracker(), adapted=tcfg["adapt"])
-            run.log_metrics({f"round{r}_{k}": v for k, v in metrics.items() if k.startswith("test_")})
-            pseudo = _pseudo_label(split, net, pre, run, prefix=f"self_train_round{r + 1}_")
-            continue
-        # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
-        run.log_metrics({"pseudo_labelled": len(extra),
-                         **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
-        run.log_params({"rows.train": len(student.ds.train)})
-        break
+    student, extra = _with_pseudo(split, teacher.pseudo)
+    for r in range(1, split.cfg["transfer"]["self_train_rounds"]):
+        if not len(extra):
+            break
+        student, extra = _with_pseudo(split, _relabel(student, split, run, r))
+    # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
+    run.log_metrics({"pseudo_labelled": len(extra),
+                     **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
+    run.log_params({"rows.train": len(student.ds.train)})
     if len(extra):
-        return _transfer(student, run, adapted=tcfg["adapt"])
+        return _transfer(student, run, adapted=split.cfg["transfer"]["adapt"])
     # nothing pseudo-labelled (every training review labelled): training again on the same rows
     # from the same initialisation would repeat the teacher, so the teacher is the student
     log.info("self-training: no pseudo-labelled reviews; the student is the teacher (not trained again)")
