@@ -348,6 +348,26 @@ def docvectors_text() -> str:
     return "\n\n".join(paragraphs)
 
 
+def encoder_lm_table() -> str:
+    """The IMDB base with and without its embedding and encoder pretrained by the region objective."""
+    if not recorded("explore_encoder_lm"):
+        return not_yet("explore_encoder_lm")
+    r = load("explore_encoder_lm")
+    arms, pre, st = r["arms"], r["pretrain"], r["settings"]
+    names = list(arms)
+    fmt = lambda k, v: f"{v:.0f}" if k in ("train_seconds", "best_epoch") else f"{v:.4f}"  # noqa: E731
+    rows = [f"| {k} | " + " | ".join(fmt(k, arms[a][k]) for a in names) + " |"
+            for k in ("test_accuracy", "test_roc_auc", "test_encoder_branch_accuracy", "test_ngrams_branch_accuracy",
+                      "train_seconds", "best_epoch")]
+    loss = ", ".join(f"{x:.3f}" for x in pre["pretrain_loss"])
+    return ("| metric | " + " | ".join(f"`{a}`" for a in names) + " |\n|---|" + "---|" * len(names) + "\n"
+            + "\n".join(rows) + "\n\n"
+            f"Pretraining: {pre['reviews']:,} reviews (the first {st['max_len']} tokens of each), "
+            f"{pre['pretrain_tokens']:,} tokens in {st['epochs']} epoch(s), {pre['pretrain_seconds'] / 60:.1f} min "
+            f"({pre['pretrain_tokens_per_second']:,.0f} tokens/s), loss per epoch {loss}; {st['negatives']} shared "
+            f"negatives per batch, k={st['k']}, Adam at {st['lr']}. Seed {st['seed']} {source('explore_encoder_lm', r)}.")
+
+
 def epoch_selection_table() -> str:
     if not recorded("explore_epoch_selection"):
         return not_yet("explore_epoch_selection")
@@ -634,7 +654,8 @@ def memory_table() -> str:
     for study, name in (("memory_profile", "imdb_base"), ("memory_profile_pretrained", "imdb_base_pretrained"),
                         ("memory_profile_adapted", "hotel_transfer_adapted"),
                         ("memory_profile_selftrain", "imdb_base_selftrain"),
-                        ("memory_profile_transfer_selftrain", "hotel_delhi_transfer_selftrain")):
+                        ("memory_profile_transfer_selftrain", "hotel_delhi_transfer_selftrain"),
+                        ("memory_profile_transfer_selftrain_rounds", "hotel_delhi_transfer_selftrain_rounds")):
         if recorded(f"memory_profile_{name}"):
             p = load(f"memory_profile_{name}")
             profiles.append(f"`{' '.join(p['overrides'])}` in-process {p['peak_rss_mb']:,} MB {source(study, p)}")
@@ -751,7 +772,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
            (page, *markers("studies"), studies_table()),
            (page, *markers("imdb table"), imdb_table()),
            (page, *markers("serving table"), serving_table())]
-    for name, make in [("targets", targets_table), ("pretrained", pretrained_table), ("selftrain", selftrain_table), ("encoders", encoders_table), ("knobs", knobs_table), ("docvectors", docvectors_text), ("hotel sample", hotel_sample_table),
+    for name, make in [("targets", targets_table), ("pretrained", pretrained_table), ("selftrain", selftrain_table), ("encoders", encoders_table), ("knobs", knobs_table), ("docvectors", docvectors_text), ("encoder lm", encoder_lm_table), ("hotel sample", hotel_sample_table),
                        ("hotel sample pretrained", sample_variant("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")),
                        ("hotel sample selftrain", sample_variant("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")),
                        ("hotel sample text only", sample_variant("hotel_transfer_sample_text_only", "hotel_sample_text_only")),
