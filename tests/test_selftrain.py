@@ -232,3 +232,26 @@ def test_transfer_self_training_needs_the_transfer_method():
     assert methods_of(cfg) == ["tfidf_lr"]
     with pytest.raises(ConfigError, match=r"transfer.self_train_threshold: .*> 0.5"):
         validate(compose_config([*TRANSFER_QUICK, "transfer.self_train_threshold=0.4"]))
+
+
+def test_a_student_sure_of_no_review_ends_the_rounds_and_is_the_student_recorded(tmp_path, monkeypatch):
+    """transfer.self_train_rounds=3 where the first student pseudo-labels nothing: the rounds end
+    there and that student (trained on the teacher's labels) is recorded, not the teacher."""
+    import xfer.selftrain
+
+    calls, real = [], xfer.selftrain.pseudo_labelled
+
+    def first_call_only(*a, **kw):
+        calls.append(kw)
+        out = real(*a, **kw)
+        return out if len(calls) == 1 else out.iloc[:0]
+
+    monkeypatch.setattr(xfer.selftrain, "pseudo_labelled", first_call_only)
+    records, teacher, student = _self_trained_transfer(tmp_path, "[transfer]", 0.55, "transfer.self_train_rounds=3")
+    assert len(calls) == 2  # the teacher's labels, then the first student's: none, so no third round
+    m = student.data.metrics
+    assert m["self_train_round2_pseudo_labelled"] == 0 and "self_train_round3_unlabelled" not in m
+    assert m["pseudo_labelled"] == teacher.data.metrics["self_train_pseudo_labelled"] > 0
+    assert int(student.data.params["rows.train"]) == 60 + m["pseudo_labelled"]
+    assert "student_is_teacher" not in student.data.params and "train_loss" in m
+    assert m["test_roc_auc"] == pytest.approx(m["round1_test_roc_auc"], abs=1e-6) == records[1]["test_roc_auc"]

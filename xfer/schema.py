@@ -421,7 +421,7 @@ class Transfer:
                                             "below the threshold", choices=("cut", "fill"))
     self_train_rounds: int = key(1, "rounds of self-training: each student but the last pseudo-labels the "
                                     "unlabelled text again for the next (transfer_<schedule>_selftrained is "
-                                    "the last)", ge=1)
+                                    "the last; a student sure of no review ends them)", ge=1)
     methods: list = key(list(METHODS), "methods compared (scratch_pretrained: scratch with the base's pretrained "
                                        "vectors; skipped when the base has none)", choices=METHODS)
     save_bundle: bool = key(True, "save (and log) the transferred network's bundle")

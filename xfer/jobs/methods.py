@@ -199,10 +199,12 @@ def _selftrained(split: Split, run: NullTracker) -> tuple[dict, Any]:
         raise ConfigError("transfer.self_train: transfer_selftrained needs the transfer method in transfer.methods")
     teacher, split.teacher = split.teacher, None
     student, extra = _with_pseudo(split, teacher.pseudo)
-    for r in range(1, split.cfg["transfer"]["self_train_rounds"]):
-        if not len(extra):
+    for r in range(1, split.cfg["transfer"]["self_train_rounds"] if len(extra) else 1):
+        following = _with_pseudo(split, _relabel(student, split, run, r))
+        if not len(following[1]):  # round r's student is sure of no review: it is the one recorded
+            log.info("self-training: round %d's student labelled no review; it is the student recorded", r)
             break
-        student, extra = _with_pseudo(split, _relabel(student, split, run, r))
+        student, extra = following
     # no pseudo-labelled rows: no share of positives (a share of nothing is not 0)
     run.log_metrics({"pseudo_labelled": len(extra),
                      **({"pseudo_positive_share": float(extra["label"].mean())} if len(extra) else {})})
