@@ -520,9 +520,7 @@ def curve_table(study: str) -> str:
             f"the sweep's output directories. {source(study, r)}")
 
 
-def setting_table(study: str = "hotel_delhi_ngrams_extend", kept: str = "hotel_delhi_full",
-                  methods: tuple[str, ...] = ("transfer_gradual",),
-                  labels: tuple[str, str] = ("`keep`", "`extend`")) -> str:
+def setting_table(study: str, kept: str, methods: tuple[str, ...], labels: tuple[str, str]) -> str:
     """One setting changed (``study``, labelled ``labels[1]``) against the record it changes
     (``kept``, ``labels[0]``), method by method: the same splits, seeds and base."""
     if not recorded(study) or not recorded(kept):
@@ -788,10 +786,13 @@ def blocks() -> list[tuple[Path, str, str, str]]:
                        ("selftrain curve", lambda: curve_table("hotel_delhi_selftrain")),
                        ("selftrain full curve", lambda: curve_table("hotel_delhi_selftrain_full")),
                        ("titles curve", lambda: curve_table("hotel_delhi_titles")),
-                       ("ngrams extend", setting_table),
+                       ("ngrams extend", lambda: setting_table(
+                           "hotel_delhi_ngrams_extend", "hotel_delhi_full", ("transfer_gradual",),
+                           ("`keep`", "`extend`"))),
                        ("selftrain full extend", lambda: setting_table(
                            "hotel_delhi_selftrain_full_extend", "hotel_delhi_selftrain_full",
-                           ("transfer_full", "transfer_full_adapted", "transfer_full_selftrained"))),
+                           ("transfer_full", "transfer_full_adapted", "transfer_full_selftrained"),
+                           ("`keep`", "`extend`"))),
                        ("selftrain threshold", lambda: setting_table(
                            "hotel_delhi_selftrain_threshold", "hotel_delhi_selftrain_full",
                            ("transfer_full_selftrained",), ("threshold 0.9", "threshold 0.8"))),
