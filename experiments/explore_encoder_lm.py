@@ -16,7 +16,11 @@ validation or test reviews), the first ``--max-len`` tokens of each.
 Two arms in one process, one seed: the default ``+experiment=imdb_base`` network from its own
 initialisation (``default``), and the same network whose embedding and encoder start from the
 pretrained ones (``encoder_lm``); everything else (the n-gram branch, the hidden and output layers,
-the training run) is the default's. Tracking off. Writes experiments/results/explore_encoder_lm.json
+the training run) is the default's. Besides, the pretrained encoder's own features (ReLU of each
+convolution's max over time, before any supervised training) as a fixed input beside the trained
+network, as Johnson & Zhang use theirs: a logistic regression on the training reviews' features
+gives a third logit, and stacking on the validation reviews compares the default network's two
+branches (``stack_2``) with the two plus it (``stack_3``), as explore_docvectors.py does. Tracking off. Writes experiments/results/explore_encoder_lm.json
 (provenance, settings, figures with the MLflow metric names).
 """
 from __future__ import annotations
@@ -29,11 +33,12 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 import pandas as pd
+from explore_docvectors import stacked  # beside this script (its directory is on sys.path)
 from mxnet import autograd, gluon
 
 from xfer.config import compose_config
 from xfer.data import data_dir
-from xfer.encode import context, iter_batches
+from xfer.encode import classification_metrics, context, iter_batches, predict_logits, sigmoid
 from xfer.jobs.train import _prepare, fit_and_test
 from xfer.models import build_model, initialize
 from xfer.provenance import provenance
@@ -43,6 +48,30 @@ from xfer.train import release_memory, seed_everything
 from xfer.transforms import apply_preprocessor
 
 OUT = Path(__file__).resolve().parent / "results" / "explore_encoder_lm.json"
+
+
+class Pooled(gluon.Block):
+    """A review's encoder features: the embedding and encoder layers as the network reads them."""
+
+    def __init__(self, embedding, encoder, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding, self.encoder = embedding, encoder
+
+    def forward(self, tokens, valid):
+        return self.encoder(self.embedding(tokens, valid))
+
+
+def feature_logits(net, splits, ctx) -> dict[str, np.ndarray]:
+    """A logistic regression on the training reviews' encoder features (``net`` as it is): its
+    logit for the validation and test reviews, and its test metrics."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    feats = {k: predict_logits(Pooled(net.embedding, net.encoder), [s[0] for s in splits[k][0]], ctx=ctx)
+             for k in ("train", "val", "test")}
+    scale = StandardScaler().fit(feats["train"])
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(scale.transform(feats["train"]), splits["train"][1])
+    return {k: lr.decision_function(scale.transform(feats[k])) for k in ("val", "test")}
 
 
 class RegionLM(gluon.Block):
@@ -146,12 +175,15 @@ def main() -> None:
     job = _prepare(cfg)
     ctx = context(cfg["trainer"]["ctx"])
     arms: dict[str, dict] = {}
+    labels = {k: job["splits"][k][1] for k in ("val", "test")}
     if "default" in args.arms:
         metrics, _ = fit_and_test(job["net"], job["splits"], cfg["trainer"], cfg["optimizer"], cfg["seed"], NullTracker())
         arms["default"] = metrics
+        branches = {k: predict_logits(job["net"], job["splits"][k][0], ctx=ctx)[:, 1:3] for k in ("val", "test")}
     job["net"] = None
     release_memory()
     pretrain: dict = {}
+    stacks: dict = {}
     if "encoder_lm" in args.arms:
         seed_everything(cfg["seed"])
         net = initialize(build_model(job["arch"], job["vocab"]), cfg["seed"], ctx=ctx)
@@ -161,6 +193,17 @@ def main() -> None:
         ids = [np.asarray(s[:args.max_len], dtype=np.int32) for s in ids if len(s) > 1]
         pretrain = {"reviews": len(ids), **pretrain_encoder(net, ids, args, ctx)}
         del ids
+        if "default" in args.arms:  # the pretrained features, fixed, beside the default network
+            third = feature_logits(net, job["splits"], ctx)
+            alone = classification_metrics(labels["test"], sigmoid(third["test"]))
+            two = stacked(branches["val"], labels["val"], branches["test"], labels["test"])
+            three = stacked(np.c_[branches["val"], third["val"]], labels["val"],
+                            np.c_[branches["test"], third["test"]], labels["test"])
+            stacks = {"region_features_test_accuracy": alone["accuracy"],
+                      "region_features_test_roc_auc": alone["roc_auc"],
+                      **{f"{name}_{k}": v for name, r in (("stack_2", two), ("stack_3", three))
+                         for k, v in (("test_accuracy", r["accuracy"]), ("test_roc_auc", r["roc_auc"]),
+                                      ("weights", r["weights"]))}}
         release_memory()
         seed_everything(cfg["seed"])
         metrics, _ = fit_and_test(net, job["splits"], cfg["trainer"], cfg["optimizer"], cfg["seed"], NullTracker())
@@ -170,7 +213,7 @@ def main() -> None:
                    *([f"--unsup {args.unsup}"] if args.unsup else []),
                    *([f"--out {args.out}"] if args.out != str(OUT) else []), *args.overrides]),
               "settings": {k: v for k, v in vars(args).items() if k != "out"},
-              "pretrain": pretrain, "arms": arms}
+              "pretrain": pretrain, "arms": arms, "stacks": stacks}
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k not in ("packages", "machine", "config")}, indent=1))
 

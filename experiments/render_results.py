@@ -365,7 +365,20 @@ def encoder_lm_table() -> str:
             f"Pretraining: {pre['reviews']:,} reviews (the first {st['max_len']} tokens of each), "
             f"{pre['pretrain_tokens']:,} tokens in {st['epochs']} epoch(s), {pre['pretrain_seconds'] / 60:.1f} min "
             f"({pre['pretrain_tokens_per_second']:,.0f} tokens/s), loss per epoch {loss}; {st['negatives']} shared "
-            f"negatives per batch, k={st['k']}, Adam at {st['lr']}. Seed {st['seed']} {source('explore_encoder_lm', r)}.")
+            f"negatives per batch, k={st['k']}, Adam at {st['lr']}."
+            + stack_text(r.get("stacks"), "the pretrained encoder's features", "region_features")
+            + f" Seed {st['seed']} {source('explore_encoder_lm', r)}.")
+
+
+def stack_text(r: dict | None, what: str, prefix: str) -> str:
+    """A third logit (a logistic regression on ``what``) stacked with the base's two branches."""
+    if not r:
+        return ""
+    return (f" A logistic regression on {what} alone: test accuracy {r[prefix + '_test_accuracy']:.4f} "
+            f"(ROC-AUC {r[prefix + '_test_roc_auc']:.4f}). Stacked on the validation reviews, the default "
+            f"network's two branches give {r['stack_2_test_accuracy']:.4f}, the two plus {what} "
+            f"{r['stack_3_test_accuracy']:.4f} ({r['stack_3_test_accuracy'] - r['stack_2_test_accuracy']:+.4f}; "
+            f"weights {', '.join(f'{w:.2f}' for w in r['stack_3_weights'])}).")
 
 
 def epoch_selection_table() -> str:
