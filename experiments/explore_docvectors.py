@@ -50,6 +50,20 @@ def stacked(val_logits: np.ndarray, y_val: np.ndarray, test_logits: np.ndarray, 
             "weights": [float(w) for w in lr.coef_[0]]}
 
 
+def parse_base_args(ap: argparse.ArgumentParser, out: Path) -> tuple[argparse.Namespace, dict, dict]:
+    """The exploration's arguments with the ones every IMDB-base exploration takes (--seed is the
+    script's own; --unsup, --out, Hydra overrides), its provenance and the base's config
+    (``+experiment=imdb_base``, tracking off)."""
+    ap.add_argument("--unsup", type=int, default=None, help="unlabelled reviews used (default: all 50,000)")
+    ap.add_argument("--out", default=str(out))
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    prov = provenance()
+    overrides = ["+experiment=imdb_base", f"seed={args.seed}", "tracking.enabled=false", "trainer.progress=false",
+                 *args.overrides]
+    return args, prov, validate(compose_config(overrides))
+
+
 def main() -> None:
     from gensim.models.doc2vec import Doc2Vec
     from sklearn.linear_model import LogisticRegression
@@ -60,14 +74,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--dim", type=int, default=100)
     ap.add_argument("--ngrams", type=int, default=1, help="also train on every 2- to N-gram as a word")
-    ap.add_argument("--unsup", type=int, default=None, help="unlabelled reviews used (default: all 50,000)")
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
-    prov = provenance()
-    overrides = ["+experiment=imdb_base", f"seed={args.seed}", "tracking.enabled=false", "trainer.progress=false",
-                 *args.overrides]
-    cfg = validate(compose_config(overrides))
+    args, prov, cfg = parse_base_args(ap, OUT)
     with tempfile.TemporaryDirectory() as tmp:
         result = run_task(cfg, tmp)
     bundle, base_metrics = result["loaded"], result["metrics"]

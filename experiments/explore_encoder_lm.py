@@ -33,16 +33,13 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 import pandas as pd
-from explore_docvectors import stacked  # beside this script (its directory is on sys.path)
+from explore_docvectors import parse_base_args, stacked  # beside this script (its directory is on sys.path)
 from mxnet import autograd, gluon
 
-from xfer.config import compose_config
 from xfer.data import data_dir
 from xfer.encode import classification_metrics, context, iter_batches, predict_logits, sigmoid
 from xfer.jobs.train import _prepare, fit_and_test
 from xfer.models import build_model, initialize
-from xfer.provenance import provenance
-from xfer.schema import validate
 from xfer.tracking import NullTracker
 from xfer.train import release_memory, seed_everything
 from xfer.transforms import apply_preprocessor
@@ -162,15 +159,8 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=256, help="negatives drawn per batch, shared by its windows")
     ap.add_argument("--k", type=int, default=5, help="weight of the negatives: k per window, as word2vec's negative")
     ap.add_argument("--lr", type=float, default=0.002)
-    ap.add_argument("--unsup", type=int, default=None, help="unlabelled reviews used (default: all 50,000)")
     ap.add_argument("--arms", nargs="+", default=["default", "encoder_lm"], choices=["default", "encoder_lm"])
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
-    prov = provenance()
-    overrides = ["+experiment=imdb_base", f"seed={args.seed}", "tracking.enabled=false", "trainer.progress=false",
-                 *args.overrides]
-    cfg = validate(compose_config(overrides))
+    args, prov, cfg = parse_base_args(ap, OUT)
     seed_everything(cfg["seed"])
     job = _prepare(cfg)
     ctx = context(cfg["trainer"]["ctx"])
