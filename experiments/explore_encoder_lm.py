@@ -60,7 +60,7 @@ class Pooled(gluon.Block):
 
 def feature_logits(net, splits, ctx) -> dict[str, np.ndarray]:
     """A logistic regression on the training reviews' encoder features (``net`` as it is): its
-    logit for the validation and test reviews, and its test metrics."""
+    logit for the validation and the test reviews."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
