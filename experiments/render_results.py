@@ -339,12 +339,8 @@ def docvectors_text() -> str:
         paragraphs.append(
             f"**{words}**{vocab}: {st['doc2vec']}, {st['dim']} dimensions, {st['epochs']} epochs: trained in "
             f"{r['pretrain_seconds'] / 60:.1f} min, vectors inferred in {r['infer_seconds'] / 60:.1f} min. "
-            f"A logistic regression on the vectors alone: test accuracy {r['docvectors_test_accuracy']:.4f} "
-            f"(ROC-AUC {r['docvectors_test_roc_auc']:.4f}). Stacked on the validation reviews, the base's two "
-            f"branches give {r['stack_2_test_accuracy']:.4f}, the two plus the document vectors "
-            f"{r['stack_3_test_accuracy']:.4f} ({r['stack_3_test_accuracy'] - r['stack_2_test_accuracy']:+.4f}; "
-            f"weights {', '.join(f'{w:.2f}' for w in r['stack_3_weights'])}); the base network itself "
-            f"{r['base_test_accuracy']:.4f}. Seed {st['seed']} {source(study, r)}.")
+            + stack_text(r, "the vectors", "the document vectors", "docvectors", "the base's")
+            + f"; the base network itself {r['base_test_accuracy']:.4f}. Seed {st['seed']} {source(study, r)}.")
     return "\n\n".join(paragraphs)
 
 
@@ -354,6 +350,7 @@ def encoder_lm_table() -> str:
         return not_yet("explore_encoder_lm")
     r = load("explore_encoder_lm")
     arms, pre, st = r["arms"], r["pretrain"], r["settings"]
+    what = "the pretrained encoder's features"
     names = list(arms)
     fmt = lambda k, v: f"{v:.0f}" if k in ("train_seconds", "best_epoch") else f"{v:.4f}"  # noqa: E731
     rows = [f"| {k} | " + " | ".join(fmt(k, arms[a][k]) for a in names) + " |"
@@ -366,19 +363,19 @@ def encoder_lm_table() -> str:
             f"{pre['pretrain_tokens']:,} tokens in {st['epochs']} epoch(s), {pre['pretrain_seconds'] / 60:.1f} min "
             f"({pre['pretrain_tokens_per_second']:,.0f} tokens/s), loss per epoch {loss}; {st['negatives']} shared "
             f"negatives per batch, k={st['k']}, Adam at {st['lr']}."
-            + stack_text(r.get("stacks"), "the pretrained encoder's features", "region_features")
+            + (" " + stack_text(r["stacks"], what, what, "region_features", "the default network's") + "."
+               if r.get("stacks") else "")
             + f" Seed {st['seed']} {source('explore_encoder_lm', r)}.")
 
 
-def stack_text(r: dict | None, what: str, prefix: str) -> str:
-    """A third logit (a logistic regression on ``what``) stacked with the base's two branches."""
-    if not r:
-        return ""
-    return (f" A logistic regression on {what} alone: test accuracy {r[prefix + '_test_accuracy']:.4f} "
-            f"(ROC-AUC {r[prefix + '_test_roc_auc']:.4f}). Stacked on the validation reviews, the default "
-            f"network's two branches give {r['stack_2_test_accuracy']:.4f}, the two plus {what} "
+def stack_text(r: dict, alone: str, added: str, prefix: str, whose: str) -> str:
+    """A third logit (a logistic regression on ``alone``, ``r[prefix + "_test_*"]``) stacked on the
+    validation reviews with ``whose`` two branch logits (``r["stack_2_*"]``, ``r["stack_3_*"]``)."""
+    return (f"A logistic regression on {alone} alone: test accuracy {r[prefix + '_test_accuracy']:.4f} "
+            f"(ROC-AUC {r[prefix + '_test_roc_auc']:.4f}). Stacked on the validation reviews, {whose} two "
+            f"branches give {r['stack_2_test_accuracy']:.4f}, the two plus {added} "
             f"{r['stack_3_test_accuracy']:.4f} ({r['stack_3_test_accuracy'] - r['stack_2_test_accuracy']:+.4f}; "
-            f"weights {', '.join(f'{w:.2f}' for w in r['stack_3_weights'])}).")
+            f"weights {', '.join(f'{w:.2f}' for w in r['stack_3_weights'])})")
 
 
 def epoch_selection_table() -> str:
