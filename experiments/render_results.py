@@ -410,18 +410,29 @@ def encoders_table() -> str:
             f"{source('imdb_base_encoders', r)}.")
 
 
+def variants(study: str):
+    """A ``--variant`` record of run_imdb_base.py, its ``default`` run, and per run: the overrides
+    it adds to the default's, and its test accuracy's difference to the default's."""
+    r = load(study)
+    ref = next(x for x in r["runs"] if x["variant"] == "default")
+    common = set(ref["overrides"])
+
+    def knob(x: dict) -> str:
+        return ", ".join(f"`{o}`" for o in x["overrides"] if o not in common) or "the defaults"
+
+    def gain(x: dict) -> str:
+        return f"{round(x['test_accuracy'] - ref['test_accuracy'], 4) + 0.0:+.4f}"  # + 0.0: no "-0.0000"
+    return r, ref, knob, gain
+
+
 def knobs_table() -> str:
     """The IMDB base with one knob turned at a time, each against the default in the same record."""
     if not recorded("imdb_base_knobs"):
         return not_yet("imdb_base_knobs")
-    r = load("imdb_base_knobs")
-    ref = next(x for x in r["runs"] if x["variant"] == "default")
-    common = set(ref["overrides"])
-    gain = lambda x: f"{round(x['test_accuracy'] - ref['test_accuracy'], 4) + 0.0:+.4f}"  # noqa: E731 - no "-0.0000"
+    r, ref, knob, gain = variants("imdb_base_knobs")
     rows = []
     for x in r["runs"]:
-        knob = ", ".join(f"`{o}`" for o in x["overrides"] if o not in common) or "the defaults"
-        rows.append(f"| {x['variant']} | {knob} | {x['test_accuracy']:.4f} ({gain(x)}) | "
+        rows.append(f"| {x['variant']} | {knob(x)} | {x['test_accuracy']:.4f} ({gain(x)}) | "
                     f"{x['test_roc_auc']:.4f} | {x['test_encoder_branch_accuracy']:.4f} | "
                     f"{x['test_ngrams_branch_accuracy']:.4f} | {x['train_seconds'] / 60:.1f} "
                     f"({x['train_seconds'] / ref['train_seconds']:.2f}x) | {x['epochs_run']} (best {x['best_epoch']}) | "
@@ -438,16 +449,12 @@ def selftrain_budget_table() -> str:
     """Self-training with its pseudo-labels capped, against uncapped and none, in one record."""
     if not recorded("imdb_base_selftrain_budget"):
         return not_yet("imdb_base_selftrain_budget")
-    r = load("imdb_base_selftrain_budget")
-    ref = next(x for x in r["runs"] if x["variant"] == "default")
-    common = set(ref["overrides"])
+    r, ref, knob, gain = variants("imdb_base_selftrain_budget")
     rows = []
     for x in r["runs"]:
-        knob = ", ".join(f"`{o}`" for o in x["overrides"] if o not in common) or "the defaults"
         taught = "teacher_test_accuracy" in x
         minutes = x.get("supervised_seconds", x["train_seconds"]) / 60
-        rows.append(f"| {x['variant']} | {knob} | {x['test_accuracy']:.4f} "
-                    f"({x['test_accuracy'] - ref['test_accuracy']:+.4f}) | "
+        rows.append(f"| {x['variant']} | {knob(x)} | {x['test_accuracy']:.4f} ({gain(x)}) | "
                     + (f"{x['teacher_test_accuracy']:.4f} | {x['pseudo_labelled']:,} of {x['unlabelled']:,} | "
                        if taught else "- | - | ")
                     + f"{x['test_encoder_branch_accuracy']:.4f} | {x['test_ngrams_branch_accuracy']:.4f} | "
@@ -455,7 +462,7 @@ def selftrain_budget_table() -> str:
     fits = [x for x in r["runs"] if x.get("supervised_seconds", x["train_seconds"]) <= 600]
     best = max(fits, key=lambda x: x["test_accuracy"]) if fits else None
     verdict = (f"Most accurate within 10 minutes: {best['variant']}, {best['test_accuracy']:.4f} "
-               f"({best['test_accuracy'] - ref['test_accuracy']:+.4f} over the default)" if best
+               f"({gain(best)} over the default)" if best
                else "No variant trained within 10 minutes")
     plain = max(x["train_seconds"] for x in load("imdb_base")["runs"])
     return ("| variant | overrides | test_accuracy (vs default) | teacher | pseudo-labelled | encoder branch | "
