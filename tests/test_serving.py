@@ -263,8 +263,9 @@ def test_predict_csv_streams_in_chunks_and_writes_atomically(store, reviews, tmp
     bad.loc[333, "text"] = "x" * 200_001
     bad.to_csv(src, index=False, compression="gzip")
     (tmp_path / "out.csv").unlink()
-    with pytest.raises(DataError, match=r"in\.csv\.gz: row 334: text has 200001 characters \(limit 100000\)"):
-        predict_csv(bundle, src, tmp_path / "out.csv", chunk_size=100)
+    for dst in (tmp_path / "out.csv", tmp_path / "new" / "dir" / "out.csv"):  # directories made for it go too
+        with pytest.raises(DataError, match=r"in\.csv\.gz: row 334: text has 200001 characters \(limit 100000\)"):
+            predict_csv(bundle, src, dst, chunk_size=100)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv.gz"]
     with pytest.raises(ConfigError, match="is the input file"):
         predict_csv(bundle, src, src)

@@ -10,7 +10,8 @@ The output (gzipped when its name ends in ``.gz``) keeps every input column and 
 ``predicted_probability``/``predicted_label`` if the input already has such columns).
 The file is read ``chunk_size`` rows at a time (memory does not grow with its size),
 written to a temporary file beside ``output`` and renamed at the end, so ``output`` is
-either complete or untouched. The input is never overwritten.
+either complete or untouched (directories made for it are removed again on failure). The input
+is never overwritten.
 
 Options (``key=value``): model, input, output, chunk_size (5000), batch_size (0: batches of
 about 32,768 tokens, grouped by length; N: of N reviews),
@@ -18,6 +19,7 @@ max_text_chars (100000; longer reviews are an error), tracking_uri, progress (tr
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
@@ -92,6 +94,7 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
         raise ConfigError(f"output: {dst} is the input file; refusing to overwrite it")
     if dst.is_dir():
         raise ConfigError(f"output: {dst} is a directory")
+    made = [d for d in (dst.parent, *dst.parent.parents) if not d.exists()]  # removed again on failure
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     from tqdm import tqdm
@@ -122,6 +125,9 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
     except BaseException:
         sink.close()
         tmp.unlink(missing_ok=True)
+        for d in made:  # deepest first: the directories this call created, now empty
+            with contextlib.suppress(OSError):  # unless something else wrote into one meanwhile
+                d.rmdir()
         raise
     finally:
         bar.close()
