@@ -121,6 +121,51 @@ def test_a_self_trained_network_learns_from_the_teachers_pseudo_labels(tmp_path)
     assert result["metrics"]["test_accuracy"] == pytest.approx(m["test_accuracy"])
 
 
+def test_a_student_can_start_from_the_teacher_and_train_fewer_epochs(tmp_path, monkeypatch):
+    """self_train.student=teacher: the student is the teacher's trained network, with the teacher's
+    vocabulary, its n-gram ratios cleared so the fit estimates them again from the labelled and the
+    pseudo-labelled reviews, trained for self_train.student_epochs; student=scratch trains a fresh one."""
+    import xfer.jobs.train as jt
+
+    unlabelled = _unlabelled(tmp_path)
+    small = ["model=cnn_ngrams", "model.ngrams.buckets=4096", "model.encoder.filters=4", "model.embedding.size=8",
+             "trainer.max_epochs=2", "trainer.checkpoint=false", "tracking.enabled=false"]
+    calls, real = [], jt.fit_and_test
+
+    def spy(net, splits, trainer_cfg, *a, **kw):
+        calls.append({"net": net, "epochs": trainer_cfg["max_epochs"], "rows": len(splits["train"][0]),
+                      "fitted": net.ngrams.fitted(),
+                      "vocab": next(iter(net.embedding.collect_params().values())).shape[0]})
+        start = {k: p.data().copy() for k, p in net.collect_params().items()}
+        out = real(net, splits, trainer_cfg, *a, **kw)
+        calls[-1].update(start=start, end={k: p.data().copy() for k, p in net.collect_params().items()})
+        return out
+
+    monkeypatch.setattr(jt, "fit_and_test", spy)
+    quick = [o for o in QUICK if not o.startswith(("model=", "model.", "trainer.max_epochs="))]
+    over = [*quick, *small, f"self_train.files=[{unlabelled}]", "self_train.threshold=0.51"]
+    warm = validate(compose_config([*over, "self_train.student=teacher", "self_train.student_epochs=1"]))
+    scratch = validate(compose_config(over))
+    assert base_fingerprint(warm) != base_fingerprint(scratch)
+    result = run_task(warm, tmp_path / "warm", make_tracker(warm["tracking"]))
+    teacher, student = calls
+    pseudo = result["loaded"].meta["self_train"]["pseudo_labelled"]
+    assert student["net"] is teacher["net"] and (teacher["epochs"], student["epochs"]) == (2, 1)
+    assert student["rows"] == teacher["rows"] + pseudo and pseudo > 0
+    assert not student["fitted"] and student["net"].ngrams.fitted()  # ratios cleared, then fitted on all rows
+    for name, value in student["start"].items():  # the student starts where the teacher ended
+        if not name.endswith("ratio"):
+            np.testing.assert_array_equal(value.asnumpy(), teacher["end"][name].asnumpy())
+    assert len(result["history"]) == 1
+    calls.clear()
+    run_task(scratch, tmp_path / "scratch", make_tracker(scratch["tracking"]))
+    assert calls[1]["net"] is not calls[0]["net"] and calls[1]["epochs"] == 2
+    # the scratch student fits its vocabulary again on all its reviews; the warm one keeps the teacher's
+    assert student["vocab"] == teacher["vocab"] == calls[0]["vocab"] < calls[1]["vocab"]
+    with pytest.raises(ConfigError, match=r"self_train.student_epochs: only read with self_train.student=teacher"):
+        validate(compose_config([*over, "self_train.student_epochs=1"]))
+
+
 def test_self_training_cannot_resume_and_bad_files_are_one_line_errors(tmp_path):
     unlabelled = _unlabelled(tmp_path, n=5)
     cfg = validate(compose_config([*QUICK, f"self_train.files=[{unlabelled}]", "resume=0123456789abcdef"]))

@@ -356,11 +356,18 @@ class Pretrain:
 class SelfTrain:
     """Self-training on unlabelled reviews: a teacher network trained on the labelled reviews scores
     them, the ones it is sure of join the training split with its labels (pseudo-labels), and the
-    network is trained again from its initialisation on both. Validation and test stay labelled."""
+    network is trained again on both, from its initialisation or from the teacher. Validation and
+    test stay labelled."""
     files: list = key([], "CSV files of unlabelled reviews to pseudo-label (empty: no self-training)")
     text_column: str = key("text", "text column of self_train.files")
     threshold: float = key(0.9, "keep reviews the teacher scores p >= threshold or p <= 1 - threshold", gt=0.5, lt=1)
     max_rows: Optional[int] = key(None, "keep at most this many of them, the surest first (null: all)", ge=1)
+    student: str = key("scratch", "scratch: the student trains from the network's initialisation, preprocessing "
+                                  "fitted again on all its reviews; teacher: it starts from the teacher's trained "
+                                  "network and preprocessing (the n-gram ratios fitted again on all its reviews) "
+                                  "and trains for self_train.student_epochs", choices=("scratch", "teacher"))
+    student_epochs: Optional[int] = key(None, "student=teacher: the student's epochs at most (null: "
+                                              "trainer.max_epochs)", ge=1)
 
 
 @dataclass(kw_only=True)
@@ -620,6 +627,9 @@ def validate(cfg: Mapping) -> dict:
         if out["self_train"]["files"]:
             raise ConfigError("self_train.files: a transfer job does not self-train its target networks; "
                               "self-train the base with base.self_train (self_train@base.self_train=...)")
+    for path, st in (("self_train", out["self_train"]), ("base.self_train", (out.get("base") or {}).get("self_train"))):
+        if st and st["student_epochs"] is not None and st["student"] != "teacher":
+            raise ConfigError(f"{path}.student_epochs: only read with {path}.student=teacher")
     _check_data(out["data"], "data")
     if out["task"] == "transfer" and out["base"]["data"] and not (out["base"]["run_id"] or out["base"]["path"]):
         _check_data(out["base"]["data"], "base.data")

@@ -87,5 +87,8 @@ def fingerprint_part(scfg: Mapping) -> dict:
     keep theirs): its settings and the unlabelled files by content."""
     if not enabled(scfg):
         return {}
-    return {"self_train": {"files": [sha256_file(f) for f in scfg["files"]], "text_column": scfg["text_column"],
-                           "threshold": scfg["threshold"], "max_rows": scfg["max_rows"]}}
+    part = {"files": [sha256_file(f) for f in scfg["files"]], "text_column": scfg["text_column"],
+            "threshold": scfg["threshold"], "max_rows": scfg["max_rows"]}
+    if scfg.get("student", "scratch") != "scratch":  # later keys count only when set: older runs keep theirs
+        part.update(student=scfg["student"], student_epochs=scfg["student_epochs"])
+    return {"self_train": part}

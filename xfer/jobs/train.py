@@ -19,7 +19,7 @@ from ..bundle import Bundle, fingerprint, save_bundle
 from ..data import Dataset, dataset_checksum, input_spec, load_dataset
 from ..encode import classification_metrics, context, encode_frame, predict_logits, predict_proba, sigmoid
 from ..errors import ConfigError
-from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts, with_categorical
+from ..models import ARCHITECTURE_REVISION, build_model, initialize, layer_param_counts, set_param, with_categorical
 from ..plots import training_curve
 from ..schema import validate
 from ..tracking import CHECKPOINT_SLOTS, NullTracker, flatten, tracked_run
@@ -189,8 +189,10 @@ PSEUDO_CHUNK = 5000
 def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     """Self-training: train ``job``'s network as the teacher (its metrics logged as ``teacher_*``),
     pseudo-label ``self_train.files`` with it and return the student's job: the labelled and the
-    pseudo-labelled reviews as its training split (validation and test unchanged), preprocessing
-    fitted again, a freshly initialised network with the same pretrained vectors."""
+    pseudo-labelled reviews as its training split (validation and test unchanged), and either
+    (``student: scratch``) preprocessing fitted again and a freshly initialised network with the
+    same pretrained vectors, or (``student: teacher``) the teacher's preprocessing and trained
+    network, its n-gram ratios fitted again on all the reviews, trained for ``student_epochs``."""
     scfg, trainer = cfg["self_train"], cfg["trainer"]
     log.info("self-training: the teacher trains on the %d labelled reviews", len(job["ds"].train))
     # only the metrics are kept: the fit result holds the teacher's best-epoch snapshot
@@ -210,9 +212,12 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     tracker.log_params({"rows.teacher_train": len(ds.train), "rows.unlabelled": len(texts)})
     extra = pseudo_frame(pseudo, ds.categorical)
     student_ds = dataclasses.replace(ds, train=pd.concat([ds.train, extra], ignore_index=True))
+    counts = {"pseudo_labelled": len(pseudo), "unlabelled": len(texts)}
+    if scfg["student"] == "teacher":
+        return _warm_student(cfg, job, student_ds, extra, {**counts, "teacher": summary})
     vectors = job["vectors"]
     job.clear()  # the teacher's network and encoded splits, and the unlabelled texts
-    counts, checksum = {"pseudo_labelled": len(pseudo), "unlabelled": len(texts)}, ds.checksum
+    checksum = ds.checksum
     del texts, proba, extra, pseudo, ds
     release_memory()
     student = _prepare({**cfg, "self_train": {**scfg, "files": []}}, student_ds)
@@ -220,6 +225,22 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
                    self_train={**counts, "teacher": summary})
     init_embedding(cfg, student, tracker)
     return student
+
+
+def _warm_student(cfg: Mapping, job: dict, student_ds: Dataset, extra: pd.DataFrame, info: dict) -> dict:
+    """The student that starts from the teacher: ``job`` with the pseudo-labelled rows encoded by
+    the teacher's preprocessing and added to its training split, the n-gram ratios cleared (the
+    fit estimates them again from all its reviews) and ``student_epochs`` as the trainer's epochs."""
+    trainer = cfg["trainer"]
+    encoded = encode_frame(job["pre"], extra, job["arch"], trainer["max_len"], trainer["truncate"])
+    x, y = job["splits"]["train"]
+    job["splits"]["train"] = (x + encoded, np.concatenate([y, extra["label"].to_numpy()]))
+    if getattr(job["net"], "ngrams", None) is not None:
+        ratio = job["net"].ngrams.ratio
+        set_param(ratio, np.zeros(ratio.shape, dtype=np.float32))
+    epochs = cfg["self_train"]["student_epochs"] or trainer["max_epochs"]
+    job.update(ds=student_ds, unlabelled=None, self_train=info, trainer={**trainer, "max_epochs": epochs})
+    return job
 
 
 def _text_frame(texts, categorical) -> pd.DataFrame:
@@ -316,8 +337,8 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
         if cfg["trainer"]["checkpoint"]:
             checkpoint.update(checkpoint_dir=out_dir / "checkpoint",
                               on_checkpoint=lambda path: log_checkpoint(tracker, path))
-        final, res = fit_and_test(job["net"], job["splits"], cfg["trainer"], cfg["optimizer"], cfg["seed"],
-                                  tracker, checkpoint=checkpoint)
+        final, res = fit_and_test(job["net"], job["splits"], job.get("trainer", cfg["trainer"]), cfg["optimizer"],
+                                  cfg["seed"], tracker, checkpoint=checkpoint)
         final["preprocess_seconds"] = job["prep_seconds"]
         tracker.log_metrics(final)
         bundle = _save_outputs(cfg, out_dir, tracker, job, final, res)
