@@ -152,9 +152,30 @@ def test_download_failure_leaves_nothing(tmp_path):
     bad = _write(tmp_path / "broken.tar.gz", b"not a tarball")
     with pytest.raises(DataError, match="not a readable aclImdb tarball"):
         download_imdb(tmp_path / "out", url=bad.as_uri())
-    assert list((tmp_path / "out" / "imdb").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # neither a file nor the directories made for them
     with pytest.raises(DataError, match="download failed"):
         download_imdb(tmp_path / "out", url=(tmp_path / "missing.tar.gz").as_uri())
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "kept").mkdir()  # a directory that was there before stays
+    with pytest.raises(DataError, match="download failed"):
+        download_imdb(tmp_path / "kept", url=(tmp_path / "missing.tar.gz").as_uri())
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_an_atomic_directory_is_complete_or_absent_with_the_parents_made_for_it(tmp_path):
+    from xfer.data import atomic_dir
+
+    target = tmp_path / "a" / "b" / "bundle"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("failed while writing")
+    assert not (tmp_path / "a").exists()
+    with atomic_dir(target) as tmp:
+        (tmp / "whole.bin").write_bytes(b"x")
+    assert [f.name for f in target.iterdir()] == ["whole.bin"]
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:  # a failed rewrite keeps the old one
+        raise RuntimeError("failed again")
+    assert [f.name for f in tmp_path.joinpath("a", "b").iterdir()] == ["bundle"]
 
 
 def test_a_repaired_file_is_reported_once_per_process_not_once_per_split(caplog):

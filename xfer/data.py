@@ -74,20 +74,37 @@ class Dataset:
 
 # --------------------------------------------------------------------------- reading
 @contextlib.contextmanager
+def made_dirs(directory: str | Path):
+    """Make ``directory`` and its missing parents; when the block fails, remove the ones this made
+    again (deepest first, each only while empty): a failed write leaves no empty directories."""
+    directory = Path(directory)
+    made = [d for d in (directory, *directory.parents) if not d.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        yield directory
+    except BaseException:
+        for d in made:
+            with contextlib.suppress(OSError):  # something else wrote into it meanwhile: it stays
+                d.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | Path):
     """Yield a temporary sibling of ``path`` to fill; when the block succeeds it replaces ``path``
-    in one rename, when it fails it is removed: ``path`` is either complete or untouched."""
+    in one rename, when it fails it is removed (and the parents made for it): ``path`` is either
+    complete or untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with made_dirs(path.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            yield tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -419,15 +436,14 @@ def download_imdb(dest: str | Path, url: str = IMDB_URL, force: bool = False) ->
     The layout matches the bundled data (columns id, rating, label, text; ids and
     ratings from the ``<id>_<rating>.txt`` file names). Existing files are reused
     unless ``force``; files appear atomically, so an interrupted download leaves
-    nothing half-written.
+    nothing half-written (nor the directories it made).
     """
     out_dir = Path(dest) / "imdb"
     targets = {p: out_dir / f"{p}.csv.gz" for p in ("train", "test", "unsup")}
     if not force and all(t.is_file() for t in targets.values()):
         log.info("IMDB already present in %s", out_dir)
         return targets
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+    with made_dirs(out_dir), tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         archive = Path(tmp) / "aclImdb.tar.gz"
         log.info("downloading %s", url)
         try:

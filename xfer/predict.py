@@ -19,7 +19,6 @@ max_text_chars (100000; longer reviews are an error), tracking_uri, progress (tr
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .data import made_dirs
 from .errors import ConfigError, DataError, cli_main
 
 log = logging.getLogger(__name__)
@@ -94,19 +94,25 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
         raise ConfigError(f"output: {dst} is the input file; refusing to overwrite it")
     if dst.is_dir():
         raise ConfigError(f"output: {dst} is a directory")
-    made = [d for d in (dst.parent, *dst.parent.parents) if not d.exists()]  # removed again on failure
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    with made_dirs(dst.parent):  # removed again when the prediction fails
+        return _stream(bundle, src, dst, chunk_size, batch_size, max_text_chars, progress)
+
+
+def _stream(bundle, src: Path, dst: Path, chunk_size: int, batch_size: int, max_text_chars: int | None,
+            progress: bool) -> PredictResult:
+    """predict_csv's work, in a directory that exists: chunks of ``src`` scored into a temporary
+    file renamed to ``dst`` at the end."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     from tqdm import tqdm
 
     raw = open(src, "rb")
     handle = gzip.open(raw) if src.suffix == ".gz" else raw
-    # the temporary name hides the suffix from pandas: compress here when the output asks for it
-    sink = (gzip.open(tmp, "wt", encoding="utf-8", newline="") if dst.suffix == ".gz"
-            else open(tmp, "w", encoding="utf-8", newline=""))
     bar = tqdm(total=src.stat().st_size, unit="B", unit_scale=True, disable=not progress, desc=src.name)
-    rows, t0 = 0, time.perf_counter()
+    rows, t0, sink = 0, time.perf_counter(), None
     try:
+        # the temporary name hides the suffix from pandas: compress here when the output asks for it
+        sink = (gzip.open(tmp, "wt", encoding="utf-8", newline="") if dst.suffix == ".gz"
+                else open(tmp, "w", encoding="utf-8", newline=""))
         for chunk in _chunks(lambda: pd.read_csv(handle, chunksize=chunk_size, dtype=str, encoding="utf-8",
                                                  on_bad_lines="error"), src):
             if chunk.empty:
@@ -123,11 +129,9 @@ def predict_csv(bundle, src: str | Path, dst: str | Path, chunk_size: int = 5000
         sink.close()
         os.replace(tmp, dst)
     except BaseException:
-        sink.close()
+        if sink is not None:
+            sink.close()
         tmp.unlink(missing_ok=True)
-        for d in made:  # deepest first: the directories this call created, now empty
-            with contextlib.suppress(OSError):  # unless something else wrote into one meanwhile
-                d.rmdir()
         raise
     finally:
         bar.close()
