@@ -716,6 +716,7 @@ def memory_table() -> str:
     for study, name in (("memory_profile", "imdb_base"), ("memory_profile_pretrained", "imdb_base_pretrained"),
                         ("memory_profile_adapted", "hotel_transfer_adapted"),
                         ("memory_profile_selftrain", "imdb_base_selftrain"),
+                        ("memory_profile_selftrain_teacher", "imdb_base_selftrain_teacher"),
                         ("memory_profile_transfer_selftrain", "hotel_delhi_transfer_selftrain"),
                         ("memory_profile_transfer_selftrain_rounds", "hotel_delhi_transfer_selftrain_rounds")):
         if recorded(f"memory_profile_{name}"):
