@@ -214,7 +214,10 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     student_ds = dataclasses.replace(ds, train=pd.concat([ds.train, extra], ignore_index=True))
     counts = {"pseudo_labelled": len(pseudo), "unlabelled": len(texts)}
     if scfg["student"] == "teacher":
-        return _warm_student(cfg, job, student_ds, extra, {**counts, "teacher": summary})
+        student = _warm_student(cfg, job, student_ds, extra, {**counts, "teacher": summary})
+        del texts, proba, extra, pseudo, ds, student_ds
+        release_memory()  # the unlabelled texts and the teacher's frames: their pages back before the fit
+        return student
     vectors = job["vectors"]
     job.clear()  # the teacher's network and encoded splits, and the unlabelled texts
     checksum = ds.checksum
