@@ -124,7 +124,8 @@ def test_a_self_trained_network_learns_from_the_teachers_pseudo_labels(tmp_path)
 def test_a_student_can_start_from_the_teacher_and_train_fewer_epochs(tmp_path, monkeypatch):
     """self_train.student=teacher: the student is the teacher's trained network, with the teacher's
     vocabulary, its n-gram ratios cleared so the fit estimates them again from the labelled and the
-    pseudo-labelled reviews, trained for self_train.student_epochs; student=scratch trains a fresh one."""
+    pseudo-labelled reviews, trained for self_train.student_epochs at self_train.student_lr;
+    student=scratch trains a fresh one."""
     import xfer.jobs.train as jt
 
     unlabelled = _unlabelled(tmp_path)
@@ -133,7 +134,7 @@ def test_a_student_can_start_from_the_teacher_and_train_fewer_epochs(tmp_path, m
     calls, real = [], jt.fit_and_test
 
     def spy(net, splits, trainer_cfg, *a, **kw):
-        calls.append({"net": net, "epochs": trainer_cfg["max_epochs"], "rows": len(splits["train"][0]),
+        calls.append({"net": net, "epochs": trainer_cfg["max_epochs"], "lr": a[0]["lr"], "rows": len(splits["train"][0]),
                       "fitted": net.ngrams.fitted(),
                       "vocab": next(iter(net.embedding.collect_params().values())).shape[0]})
         start = {k: p.data().copy() for k, p in net.collect_params().items()}
@@ -144,13 +145,17 @@ def test_a_student_can_start_from_the_teacher_and_train_fewer_epochs(tmp_path, m
     monkeypatch.setattr(jt, "fit_and_test", spy)
     quick = [o for o in QUICK if not o.startswith(("model=", "model.", "trainer.max_epochs="))]
     over = [*quick, *small, f"self_train.files=[{unlabelled}]", "self_train.threshold=0.51"]
-    warm = validate(compose_config([*over, "self_train.student=teacher", "self_train.student_epochs=1"]))
+    warm = validate(compose_config([*over, "self_train.student=teacher", "self_train.student_epochs=1",
+                                    "self_train.student_lr=0.0005"]))
     scratch = validate(compose_config(over))
     assert base_fingerprint(warm) != base_fingerprint(scratch)
+    # the student's learning rate is part of the fingerprint only when set
+    assert base_fingerprint({**warm, "self_train": {**warm["self_train"], "student_lr": None}}) != base_fingerprint(warm)
     result = run_task(warm, tmp_path / "warm", make_tracker(warm["tracking"]))
     teacher, student = calls
     pseudo = result["loaded"].meta["self_train"]["pseudo_labelled"]
     assert student["net"] is teacher["net"] and (teacher["epochs"], student["epochs"]) == (2, 1)
+    assert teacher["lr"] == warm["optimizer"]["lr"] != 0.0005 and student["lr"] == 0.0005
     assert student["rows"] == teacher["rows"] + pseudo and pseudo > 0
     assert not student["fitted"] and student["net"].ngrams.fitted()  # ratios cleared, then fitted on all rows
     for name, value in student["start"].items():  # the student starts where the teacher ended
@@ -159,11 +164,12 @@ def test_a_student_can_start_from_the_teacher_and_train_fewer_epochs(tmp_path, m
     assert len(result["history"]) == 1
     calls.clear()
     run_task(scratch, tmp_path / "scratch", make_tracker(scratch["tracking"]))
-    assert calls[1]["net"] is not calls[0]["net"] and calls[1]["epochs"] == 2
+    assert calls[1]["net"] is not calls[0]["net"] and calls[1]["epochs"] == 2 and calls[1]["lr"] == scratch["optimizer"]["lr"]
     # the scratch student fits its vocabulary again on all its reviews; the warm one keeps the teacher's
     assert student["vocab"] == teacher["vocab"] == calls[0]["vocab"] < calls[1]["vocab"]
-    with pytest.raises(ConfigError, match=r"self_train.student_epochs: only read with self_train.student=teacher"):
-        validate(compose_config([*over, "self_train.student_epochs=1"]))
+    for key in ("student_epochs=1", "student_lr=0.001"):
+        with pytest.raises(ConfigError, match=rf"self_train.{key.split('=')[0]}: only read with self_train.student=teacher"):
+            validate(compose_config([*over, f"self_train.{key}"]))
 
 
 def test_self_training_cannot_resume_and_bad_files_are_one_line_errors(tmp_path):

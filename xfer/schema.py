@@ -368,6 +368,8 @@ class SelfTrain:
                                   "and trains for self_train.student_epochs", choices=("scratch", "teacher"))
     student_epochs: Optional[int] = key(None, "student=teacher: the student's epochs at most (null: "
                                               "trainer.max_epochs)", ge=1)
+    student_lr: Optional[float] = key(None, "student=teacher: the student's learning rate, its schedule the "
+                                            "optimizer's (null: optimizer.lr)", gt=0)
 
 
 @dataclass(kw_only=True)
@@ -628,8 +630,9 @@ def validate(cfg: Mapping) -> dict:
             raise ConfigError("self_train.files: a transfer job does not self-train its target networks; "
                               "self-train the base with base.self_train (self_train@base.self_train=...)")
     for path, st in (("self_train", out["self_train"]), ("base.self_train", (out.get("base") or {}).get("self_train"))):
-        if st and st["student_epochs"] is not None and st["student"] != "teacher":
-            raise ConfigError(f"{path}.student_epochs: only read with {path}.student=teacher")
+        for k in ("student_epochs", "student_lr"):
+            if st and st[k] is not None and st["student"] != "teacher":
+                raise ConfigError(f"{path}.{k}: only read with {path}.student=teacher")
     _check_data(out["data"], "data")
     if out["task"] == "transfer" and out["base"]["data"] and not (out["base"]["run_id"] or out["base"]["path"]):
         _check_data(out["base"]["data"], "base.data")

@@ -91,4 +91,6 @@ def fingerprint_part(scfg: Mapping) -> dict:
             "threshold": scfg["threshold"], "max_rows": scfg["max_rows"]}
     if scfg.get("student", "scratch") != "scratch":  # later keys count only when set: older runs keep theirs
         part.update(student=scfg["student"], student_epochs=scfg["student_epochs"])
+        if scfg.get("student_lr") is not None:
+            part["student_lr"] = scfg["student_lr"]
     return {"self_train": part}

@@ -192,7 +192,8 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
     pseudo-labelled reviews as its training split (validation and test unchanged), and either
     (``student: scratch``) preprocessing fitted again and a freshly initialised network with the
     same pretrained vectors, or (``student: teacher``) the teacher's preprocessing and trained
-    network, its n-gram ratios fitted again on all the reviews, trained for ``student_epochs``."""
+    network, its n-gram ratios fitted again on all the reviews, trained for ``student_epochs`` at
+    ``student_lr``."""
     scfg, trainer = cfg["self_train"], cfg["trainer"]
     log.info("self-training: the teacher trains on the %d labelled reviews", len(job["ds"].train))
     # only the metrics are kept: the fit result holds the teacher's best-epoch snapshot
@@ -233,7 +234,8 @@ def self_train(cfg: Mapping, job: dict, tracker: NullTracker) -> dict:
 def _warm_student(cfg: Mapping, job: dict, student_ds: Dataset, extra: pd.DataFrame, info: dict) -> dict:
     """The student that starts from the teacher: ``job`` with the pseudo-labelled rows encoded by
     the teacher's preprocessing and added to its training split, the n-gram ratios cleared (the
-    fit estimates them again from all its reviews) and ``student_epochs`` as the trainer's epochs."""
+    fit estimates them again from all its reviews), ``student_epochs`` as the trainer's epochs and
+    ``student_lr`` as the optimizer's learning rate."""
     trainer = cfg["trainer"]
     encoded = encode_frame(job["pre"], extra, job["arch"], trainer["max_len"], trainer["truncate"])
     x, y = job["splits"]["train"]
@@ -241,8 +243,10 @@ def _warm_student(cfg: Mapping, job: dict, student_ds: Dataset, extra: pd.DataFr
     if getattr(job["net"], "ngrams", None) is not None:
         ratio = job["net"].ngrams.ratio
         set_param(ratio, np.zeros(ratio.shape, dtype=np.float32))
-    epochs = cfg["self_train"]["student_epochs"] or trainer["max_epochs"]
-    job.update(ds=student_ds, unlabelled=None, self_train=info, trainer={**trainer, "max_epochs": epochs})
+    scfg = cfg["self_train"]
+    job.update(ds=student_ds, unlabelled=None, self_train=info,
+               trainer={**trainer, "max_epochs": scfg["student_epochs"] or trainer["max_epochs"]},
+               optimizer={**cfg["optimizer"], "lr": scfg["student_lr"] or cfg["optimizer"]["lr"]})
     return job
 
 
@@ -340,8 +344,8 @@ def train_task(cfg: Mapping[str, Any], out_dir: str | Path, tracker: NullTracker
         if cfg["trainer"]["checkpoint"]:
             checkpoint.update(checkpoint_dir=out_dir / "checkpoint",
                               on_checkpoint=lambda path: log_checkpoint(tracker, path))
-        final, res = fit_and_test(job["net"], job["splits"], job.get("trainer", cfg["trainer"]), cfg["optimizer"],
-                                  cfg["seed"], tracker, checkpoint=checkpoint)
+        final, res = fit_and_test(job["net"], job["splits"], job.get("trainer", cfg["trainer"]),
+                                  job.get("optimizer", cfg["optimizer"]), cfg["seed"], tracker, checkpoint=checkpoint)
         final["preprocess_seconds"] = job["prep_seconds"]
         tracker.log_metrics(final)
         bundle = _save_outputs(cfg, out_dir, tracker, job, final, res)
