@@ -838,7 +838,7 @@ def blocks() -> list[tuple[Path, str, str, str]]:
            (page, *markers("studies"), studies_table()),
            (page, *markers("imdb table"), imdb_table()),
            (page, *markers("serving table"), serving_table())]
-    for name, make in [("targets", targets_table), ("pretrained", pretrained_table), ("selftrain", selftrain_table), ("selftrain budget", selftrain_budget("imdb_base_selftrain_budget")), ("selftrain warm", selftrain_budget("imdb_base_selftrain_warm")), ("selftrain student lr", selftrain_budget("imdb_base_selftrain_student_lr")), ("encoders", encoders_table), ("knobs", knobs_table), ("docvectors", docvectors_text), ("encoder lm", encoder_lm_table), ("hotel sample", hotel_sample_table),
+    for name, make in [("targets", targets_table), ("pretrained", pretrained_table), ("selftrain", selftrain_table), ("selftrain budget", selftrain_budget("imdb_base_selftrain_budget")), ("selftrain warm", selftrain_budget("imdb_base_selftrain_warm")), ("selftrain student lr", selftrain_budget("imdb_base_selftrain_student_lr")), ("selftrain student lr high", selftrain_budget("imdb_base_selftrain_student_lr_high")), ("encoders", encoders_table), ("knobs", knobs_table), ("docvectors", docvectors_text), ("encoder lm", encoder_lm_table), ("hotel sample", hotel_sample_table),
                        ("hotel sample pretrained", sample_variant("hotel_transfer_sample_pretrained", "hotel_sample_pretrained")),
                        ("hotel sample selftrain", sample_variant("hotel_transfer_sample_selftrain", "hotel_sample_selftrain")),
                        ("hotel sample text only", sample_variant("hotel_transfer_sample_text_only", "hotel_sample_text_only")),
